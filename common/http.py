@@ -1,0 +1,66 @@
+"""HTTP pieces every FastAPI service shares: health, readiness, metrics, request metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.routing import Match
+
+HTTP_REQUESTS = Counter(
+    "facestream_http_requests_total", "HTTP requests handled.", ["service", "method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "facestream_http_request_duration_seconds",
+    "HTTP request latency.",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def ops_router(readiness: ReadinessCheck) -> APIRouter:
+    """``/healthz`` (the process is alive), ``/readyz`` (can do work now), ``/metrics``."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = await readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def instrument(app: FastAPI, service: str) -> None:
+    """Count and time every request by route template (a bounded label set)."""
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        route = "unmatched"
+        for r in app.router.routes:
+            match, _ = r.matches(request.scope)
+            if match == Match.FULL:
+                route = getattr(r, "path", "unmatched")
+                break
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - start)
+            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()

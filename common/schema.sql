@@ -1,0 +1,71 @@
+-- facestream's read model in PostgreSQL. Written only by the projector (stream/) and by
+-- enrollment (people), read by the results API. Idempotent: safe to apply on every start.
+
+CREATE TABLE IF NOT EXISTS images (
+    id              uuid PRIMARY KEY,
+    run             integer     NOT NULL DEFAULT 0,
+    status          text        NOT NULL CHECK (status IN ('pending', 'processed', 'unresolved', 'failed')),
+    status_reason   text,                    -- unresolved: no_face | unknown_faces; failed: a FailureReason
+    status_detail   text,
+    filename        text,
+    content_type    text,
+    size_bytes      integer,
+    sha256          text,
+    source          text,
+    camera          text,
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    width           integer,
+    height          integer,
+    face_count      integer,
+    attempts        integer     NOT NULL DEFAULT 0,
+    gallery_version bigint,
+    rule            jsonb,
+    model           jsonb,
+    timings_ms      jsonb,
+    trace_id        text,
+    submitted_at    timestamptz,
+    finished_at     timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS images_status_idx ON images (status, submitted_at DESC);
+CREATE INDEX IF NOT EXISTS images_submitted_idx ON images (submitted_at DESC, id);
+
+-- The submitted bytes, kept so that failed and unresolved images can be re-run.
+CREATE TABLE IF NOT EXISTS image_blobs (
+    image_id  uuid PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    content   bytea       NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS people (
+    id         uuid PRIMARY KEY,
+    name       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS person_faces (
+    id          uuid PRIMARY KEY,
+    person_id   uuid        NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    filename    text,
+    box         jsonb,
+    enrolled_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS person_faces_person_idx ON person_faces (person_id);
+
+-- Faces found in images; (image_id, face_index) is the idempotency key: a redelivered
+-- result rewrites the same rows.
+CREATE TABLE IF NOT EXISTS faces (
+    image_id        uuid    NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    face_index      integer NOT NULL,
+    run             integer NOT NULL,
+    box_top         integer NOT NULL,
+    box_right       integer NOT NULL,
+    box_bottom      integer NOT NULL,
+    box_left        integer NOT NULL,
+    person_id       uuid,   -- no FK: a result may name a person the projector has not seen yet
+    person_name     text,
+    distance        real,
+    second_distance real,
+    PRIMARY KEY (image_id, face_index)
+);
+CREATE INDEX IF NOT EXISTS faces_person_idx ON faces (person_id) WHERE person_id IS NOT NULL;

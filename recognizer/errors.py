@@ -1,0 +1,16 @@
+"""Errors of the recognizer package."""
+
+from schemas.events import FailureReason
+
+
+class RecognizerError(Exception):
+    """Base of every error raised by the recognizer package."""
+
+
+class ImageRejected(RecognizerError):
+    """The bytes are not an image this recognizer can ever process (never retried)."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,206 @@
+"""Event payloads, one model per event type and schema version.
+
+Naming: past tense, the fact that happened. Additive, optional fields may be added to a
+version; anything else is a new version with an upcaster in :mod:`schemas.codec`.
+
+Topics and what travels on them (see :mod:`schemas.topics`):
+
+==========================  =========================================  ===================
+topic                       events                                     key
+==========================  =========================================  ===================
+images.submitted            ImageSubmitted                             image id
+images.recognize            RecognitionRequested                       image id
+images.outcomes             FacesRecognized, RecognitionFailed         image id
+images.retry                RecognitionRequested (with not_before)     image id
+images.results              FacesRecognized, ImageFailed               image id
+images.dead-letter          ImageDeadLettered                          image id (or none)
+gallery (compacted)         PersonEnrolled, FaceEnrolled               person:ID, face:PID:FID
+==========================  =========================================  ===================
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImageSubmitted(_Data):
+    """An image was accepted for recognition.
+
+    The image bytes travel inside the event (``image_b64``), so no service needs a shared
+    volume; the size limit keeps the message under the topic's ``max.message.bytes``.
+    ``run`` is 0 for the first submission and grows by one with each re-run of the same
+    image: consumers keep only the newest run's results.
+    """
+
+    image_id: str = Field(description="Id of the image (UUID); the Kafka key.")
+    run: int = Field(default=0, ge=0, description="0 on submission, +1 per re-run.")
+    filename: str | None = Field(default=None, max_length=1024)
+    content_type: str | None = Field(default=None, max_length=255)
+    size_bytes: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    source: str | None = Field(default=None, max_length=255, description="Who sent it (client, camera feed).")
+    camera: str | None = Field(default=None, max_length=255, description="Camera or tenant key.")
+    metadata: dict[str, str] = Field(default_factory=dict)
+    image_b64: str = Field(description="The image file's bytes, base64 (RFC 4648).")
+    submitted_at: datetime
+
+
+class RecognitionRequested(_Data):
+    """The stream layer asks a recognizer to process one image (one attempt)."""
+
+    image: ImageSubmitted
+    attempt: int = Field(default=1, ge=1, description="1 for the first try, +1 per retry.")
+    not_before: datetime | None = Field(default=None, description="Retry no earlier than this.")
+    last_error: str | None = None
+
+
+class Box(_Data):
+    """A face's bounding box in pixels of the original (EXIF-upright) image."""
+
+    top: int
+    right: int
+    bottom: int
+    left: int
+
+
+class FaceMatch(_Data):
+    """One face found in an image and who it is (or ``person_id`` null: unknown)."""
+
+    index: int = Field(ge=0, description="Position of the face in the image's result (left to right).")
+    box: Box
+    person_id: str | None = None
+    person_name: str | None = None
+    distance: float | None = Field(default=None, description="Distance to the matched (or nearest) person.")
+    second_distance: float | None = Field(default=None, description="Distance to the second-nearest person.")
+
+
+class ModelInfo(_Data):
+    detector: str = "hog"
+    encoder: str = "dlib_face_recognition_resnet_model_v1"
+    upsample: int = 1
+    detection_max_side: int
+    num_jitters: int = 1
+
+
+class MatchRule(_Data):
+    """The decision rule that named (or did not name) each face."""
+
+    name: str = Field(description="Rule id, e.g. nearest-person-min/v1.")
+    tolerance: float
+    margin: float
+    aggregation: str = Field(description="How several photos of one person combine (min, mean, ...).")
+
+
+class Outcome(StrEnum):
+    IDENTIFIED = "identified"  # at least one enrolled person named -> status processed
+    UNKNOWN_FACES = "unknown_faces"  # faces, none of them enrolled -> unresolved
+    NO_FACE = "no_face"  # no face found -> unresolved
+
+
+class FacesRecognized(_Data):
+    """A recognizer processed an image: every face, its box and its match."""
+
+    image_id: str
+    run: int = 0
+    attempt: int = 1
+    outcome: Outcome
+    faces: list[FaceMatch]
+    width: int
+    height: int
+    model: ModelInfo
+    rule: MatchRule
+    gallery_version: int = Field(description="Gallery topic offset the recognizer had applied.")
+    gallery_size: int = Field(description="Encodings in the gallery when matched.")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    worker: str | None = None
+    submitted_at: datetime | None = None
+    recognized_at: datetime
+
+
+class FailureReason(StrEnum):
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    TOO_LARGE = "too_large"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    INVALID_EVENT = "invalid_event"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERNAL_ERROR = "internal_error"
+
+
+class RecognitionFailed(_Data):
+    """A recognizer could not process an image on this attempt.
+
+    ``retryable`` false means it never can (bad input); true means try again later.
+    """
+
+    image_id: str
+    run: int = 0
+    attempt: int = 1
+    reason: FailureReason
+    detail: str
+    retryable: bool
+    worker: str | None = None
+
+
+class ImageFailed(_Data):
+    """Final: the image will not be recognized; ``reason`` says why."""
+
+    image_id: str
+    run: int = 0
+    attempts: int
+    reason: FailureReason
+    detail: str
+    failed_at: datetime
+
+
+class ImageDeadLettered(_Data):
+    """A message parked on the dead-letter topic, with a machine-readable reason.
+
+    ``request`` is the last recognition request when there was one; ``raw`` holds the
+    original message value (text) when it could not even be parsed.
+    """
+
+    reason: FailureReason
+    detail: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    request: RecognitionRequested | None = None
+    raw: str | None = None
+
+
+# --------------------------------------------------------------------------- gallery
+
+
+class PersonEnrolled(_Data):
+    """A person was added to the gallery (or renamed). Gallery key ``person:<id>``."""
+
+    person_id: str
+    name: str = Field(min_length=1, max_length=200)
+    enrolled_at: datetime
+
+
+class FaceEnrolled(_Data):
+    """A face encoding was added for a person. Gallery key ``face:<person_id>:<face_id>``.
+
+    The encoding is computed once, at enrollment; recognizers only ever load it.
+    """
+
+    person_id: str
+    face_id: str
+    encoding: list[float] = Field(min_length=128, max_length=128)
+    model: ModelInfo
+    box: Box
+    source_sha256: str | None = None
+    filename: str | None = None
+    enrolled_at: datetime
+

@@ -1,0 +1,55 @@
+"""The topics: names, partition counts, retention and cleanup policy.
+
+These are a public interface. Any Kafka client may publish a valid ImageSubmitted to
+``images.submitted`` and consume results from ``images.results``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+#: Largest message a topic accepts; image events carry the image inline (see ingest).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+SUBMITTED = "images.submitted"
+RECOGNIZE = "images.recognize"
+OUTCOMES = "images.outcomes"
+RETRY = "images.retry"
+RESULTS = "images.results"
+DEAD_LETTER = "images.dead-letter"
+GALLERY = "gallery"
+
+_big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+
+TOPICS: tuple[Topic, ...] = (
+    Topic(SUBMITTED, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
+    # Recognizers are one consumer group on this topic: its partition count caps how
+    # many recognizer processes can work at once.
+    Topic(RECOGNIZE, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(OUTCOMES, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"}),
+    Topic(RETRY, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(RESULTS, 12, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"}),
+    Topic(DEAD_LETTER, 4, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete", **_big}),
+    # One partition keeps every gallery change in one order; compaction keeps the latest
+    # value per key (a person, a face) forever, so a new replica loads it from offset 0.
+    Topic(GALLERY, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}),
+)
+
+BY_NAME = {t.name: t for t in TOPICS}
+
+
+def person_key(person_id: str) -> str:
+    return f"person:{person_id}"
+
+
+def face_key(person_id: str, face_id: str) -> str:
+    return f"face:{person_id}:{face_id}"

@@ -1,0 +1,90 @@
+"""Session fixtures: the real infrastructure the integration and e2e tests talk to.
+
+Where do the broker and database come from, in this order:
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment: used as they are;
+2. a Docker engine that answers: testcontainers starts Kafka / PostgreSQL;
+3. otherwise ``scripts/kafka.sh`` and ``scripts/postgres.sh`` start them natively on
+   test ports (19092, 15432), and stop them at the end of the session
+   (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("FACESTREAM_FACES", ROOT.parent / "shared" / "datasets" / "faces"))
+TEST_RUN_DIR = ROOT / ".run" / "test"
+KAFKA_PORT = 19092
+PG_PORT = 15432
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine here"
+        return False
+
+
+def _script(name: str, action: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / name), action],
+        check=True,
+        env={**os.environ, "PYTHON": sys.executable, "FACESTREAM_RUN_DIR": str(TEST_RUN_DIR), **env},
+    )
+
+
+def _keep() -> bool:
+    return os.environ.get("FACESTREAM_KEEP_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not (FACES / "lfw-dev").is_dir():
+        pytest.fail(f"the shared face photos are missing at {FACES} (set FACESTREAM_FACES)")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    env = {"KAFKA_PORT": str(KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
+    _script("kafka.sh", "start", env)
+    yield f"127.0.0.1:{KAFKA_PORT}"
+    if not _keep():
+        _script("kafka.sh", "stop", env)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:15", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off"}
+    _script("postgres.sh", "start", env)
+    yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
+    if not _keep():
+        _script("postgres.sh", "stop", env)
