@@ -34,7 +34,10 @@ def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeou
     if not missing:
         return
     futures = admin.create_topics(
-        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1, config=t.config) for t in missing],
+        [
+            NewTopic(t.name, num_partitions=t.partitions, replication_factor=-1, config=t.config)
+            for t in missing
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
@@ -54,7 +57,7 @@ def producer_config(conf: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 2,
-        "compression.type": "lz4",
+        "compression.type": "none",  # image bytes are already compressed (JPEG, PNG, WebP)
         "message.max.bytes": 16 * 1024 * 1024,
         **extra,
     }
@@ -78,8 +81,13 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(0.1)
 
-    async def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 

@@ -1,0 +1,1 @@
+"""Ingest: accepts images over HTTP and publishes one ImageSubmitted event per image."""

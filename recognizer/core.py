@@ -11,7 +11,6 @@ import io
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -124,7 +123,9 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> np.
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def find_faces(rgb: np.ndarray, cfg: DetectionConfig, timings: dict[str, float] | None = None) -> list[FoundFace]:
+def find_faces(
+    rgb: np.ndarray, cfg: DetectionConfig, timings: dict[str, float] | None = None
+) -> list[FoundFace]:
     """Find and encode every face, left to right. Boxes are in ``rgb``'s pixels."""
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
@@ -134,7 +135,9 @@ def find_faces(rgb: np.ndarray, cfg: DetectionConfig, timings: dict[str, float] 
         small = np.asarray(
             Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
         )
-    locations = face_recognition.face_locations(small, number_of_times_to_upsample=cfg.upsample, model=cfg.detector)
+    locations = face_recognition.face_locations(
+        small, number_of_times_to_upsample=cfg.upsample, model=cfg.detector
+    )
     if scale < 1.0:
         locations = [
             (
@@ -147,7 +150,9 @@ def find_faces(rgb: np.ndarray, cfg: DetectionConfig, timings: dict[str, float] 
         ]
     locations.sort(key=lambda loc: (loc[3], loc[0]))
     t1 = time.perf_counter()
-    encodings = face_recognition.face_encodings(rgb, known_face_locations=locations, num_jitters=cfg.num_jitters)
+    encodings = face_recognition.face_encodings(
+        rgb, known_face_locations=locations, num_jitters=cfg.num_jitters
+    )
     t2 = time.perf_counter()
     if timings is not None:
         timings["detect"] = (t1 - t0) * 1000
@@ -172,7 +177,9 @@ def recognize(data: bytes, gallery: Gallery, rule: MatchRule, cfg: DetectionConf
     t1 = time.perf_counter()
     matches = gallery.match(np.stack([f.encoding for f in faces]) if faces else np.empty((0, 128)), rule)
     timings["match"] = (time.perf_counter() - t1) * 1000
-    return Recognition(width=rgb.shape[1], height=rgb.shape[0], faces=faces, matches=matches, timings_ms=timings)
+    return Recognition(
+        width=rgb.shape[1], height=rgb.shape[0], faces=faces, matches=matches, timings_ms=timings
+    )
 
 
 def largest_face(faces: list[FoundFace]) -> FoundFace | None:
@@ -180,4 +187,3 @@ def largest_face(faces: list[FoundFace]) -> FoundFace | None:
     if not faces:
         return None
     return max(faces, key=lambda f: (f.box.bottom - f.box.top) * (f.box.right - f.box.left))
-

@@ -10,7 +10,7 @@ topic                       events                                     key
 ==========================  =========================================  ===================
 images.submitted            ImageSubmitted                             image id
 images.recognize            RecognitionRequested                       image id
-images.outcomes             FacesRecognized, RecognitionFailed         image id
+images.failures             RecognitionFailed (+ the request)          image id
 images.retry                RecognitionRequested (with not_before)     image id
 images.results              FacesRecognized, ImageFailed               image id
 images.dead-letter          ImageDeadLettered                          image id (or none)
@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
+
+#: Ids are UUIDs in canonical text form (any version).
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class _Data(BaseModel):
@@ -41,7 +45,7 @@ class ImageSubmitted(_Data):
     image: consumers keep only the newest run's results.
     """
 
-    image_id: str = Field(description="Id of the image (UUID); the Kafka key.")
+    image_id: str = Field(pattern=UUID_PATTERN, description="Id of the image (UUID); the Kafka key.")
     run: int = Field(default=0, ge=0, description="0 on submission, +1 per re-run.")
     filename: str | None = Field(default=None, max_length=1024)
     content_type: str | None = Field(default=None, max_length=255)
@@ -109,7 +113,7 @@ class Outcome(StrEnum):
 class FacesRecognized(_Data):
     """A recognizer processed an image: every face, its box and its match."""
 
-    image_id: str
+    image_id: str = Field(pattern=UUID_PATTERN)
     run: int = 0
     attempt: int = 1
     outcome: Outcome
@@ -142,19 +146,22 @@ class RecognitionFailed(_Data):
     ``retryable`` false means it never can (bad input); true means try again later.
     """
 
-    image_id: str
+    image_id: str = Field(pattern=UUID_PATTERN)
     run: int = 0
     attempt: int = 1
     reason: FailureReason
     detail: str
     retryable: bool
     worker: str | None = None
+    request: RecognitionRequested | None = Field(
+        default=None, description="The request that failed, so the stream layer can retry it."
+    )
 
 
 class ImageFailed(_Data):
     """Final: the image will not be recognized; ``reason`` says why."""
 
-    image_id: str
+    image_id: str = Field(pattern=UUID_PATTERN)
     run: int = 0
     attempts: int
     reason: FailureReason
@@ -184,7 +191,7 @@ class ImageDeadLettered(_Data):
 class PersonEnrolled(_Data):
     """A person was added to the gallery (or renamed). Gallery key ``person:<id>``."""
 
-    person_id: str
+    person_id: str = Field(pattern=UUID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     enrolled_at: datetime
 
@@ -195,12 +202,11 @@ class FaceEnrolled(_Data):
     The encoding is computed once, at enrollment; recognizers only ever load it.
     """
 
-    person_id: str
-    face_id: str
+    person_id: str = Field(pattern=UUID_PATTERN)
+    face_id: str = Field(pattern=UUID_PATTERN)
     encoding: list[float] = Field(min_length=128, max_length=128)
     model: ModelInfo
     box: Box
     source_sha256: str | None = None
     filename: str | None = None
     enrolled_at: datetime
-

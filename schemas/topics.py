@@ -22,7 +22,7 @@ class Topic:
 
 SUBMITTED = "images.submitted"
 RECOGNIZE = "images.recognize"
-OUTCOMES = "images.outcomes"
+FAILURES = "images.failures"
 RETRY = "images.retry"
 RESULTS = "images.results"
 DEAD_LETTER = "images.dead-letter"
@@ -35,7 +35,7 @@ TOPICS: tuple[Topic, ...] = (
     # Recognizers are one consumer group on this topic: its partition count caps how
     # many recognizer processes can work at once.
     Topic(RECOGNIZE, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    Topic(OUTCOMES, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"}),
+    Topic(FAILURES, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
     Topic(RETRY, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
     Topic(RESULTS, 12, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"}),
     Topic(DEAD_LETTER, 4, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete", **_big}),

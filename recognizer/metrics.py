@@ -1,0 +1,27 @@
+"""Prometheus metrics of the recognizer (multiprocess mode: one scrape for all workers)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+IMAGES = Counter("facestream_recognizer_images_total", "Images processed, by outcome.", ["outcome"])
+STAGE_SECONDS = Histogram(
+    "facestream_recognizer_stage_seconds",
+    "Time per recognition stage.",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4),
+)
+FACES_PER_IMAGE = Histogram(
+    "facestream_recognizer_faces_per_image", "Faces found per image.", buckets=(0, 1, 2, 3, 5, 8, 13, 21)
+)
+MATCH_DISTANCE = Histogram(
+    "facestream_recognizer_match_distance",
+    "Distance from each face to its nearest enrolled person.",
+    buckets=(0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 1.0),
+)
+GALLERY_SIZE = Gauge(
+    "facestream_recognizer_gallery_faces", "Encodings in this worker's gallery.", multiprocess_mode="liveall"
+)
+GALLERY_VERSION = Gauge(
+    "facestream_recognizer_gallery_version",
+    "Gallery topic offset this worker has applied.",
+    multiprocess_mode="liveall",
+)

@@ -1,0 +1,37 @@
+"""The recognizer's one settings object (environment variables, prefix-free)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+
+from common.settings import ServiceSettings
+from recognizer.core import DetectionConfig
+from recognizer.gallery import default_rule
+from schemas.events import MatchRule
+
+
+class RecognizerSettings(ServiceSettings):
+    workers: int = Field(default=os.cpu_count() or 1, ge=1, description="Recognizer processes to run.")
+    recognizer_group_id: str = "facestream-recognizers"
+    # The decision rule: defaults chosen on lfw-dev, see docs/MATCHING.md.
+    match_tolerance: float = Field(default=0.5, gt=0, lt=2)
+    match_margin: float = Field(default=0.0, ge=0, lt=1)
+    match_aggregation: Literal["min", "mean"] = "min"
+    detection_max_side: int = Field(default=1024, ge=64)
+    detection_upsample: int = Field(default=1, ge=0, le=3)
+    max_pixels: int = Field(default=50_000_000, ge=1)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9101, description="/metrics, /healthz, /readyz of the worker pool.")
+
+    def rule(self) -> MatchRule:
+        return default_rule(self.match_tolerance, self.match_margin, self.match_aggregation)
+
+    def detection(self) -> DetectionConfig:
+        return DetectionConfig(
+            upsample=self.detection_upsample,
+            detection_max_side=self.detection_max_side,
+            max_pixels=self.max_pixels,
+        )

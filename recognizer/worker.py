@@ -1,0 +1,317 @@
+"""One recognizer process: the Kafka adapter around :func:`recognizer.core.recognize`.
+
+Delivery contract (at-least-once, idempotent effects):
+- A request's offset is stored for commit only after its outcome has been acknowledged
+  by the broker, so a process killed mid-image commits nothing for it and the image is
+  redone by whichever process gets its partition next.
+- Outcomes are keyed by image id and are deterministic for the same image, run and
+  gallery, so a redone image produces the same result (the projector upserts).
+- A failed delivery is fatal for the process: it exits without committing and the
+  supervisor starts a fresh one.
+
+The gallery is read from the compacted ``gallery`` topic from offset 0 (so a new replica
+needs nothing but the broker) and then tailed between images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from base64 import b64decode
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from common.kafka import producer_config
+from recognizer import metrics
+from recognizer.core import DetectionConfig, recognize
+from recognizer.errors import ImageRejected
+from recognizer.gallery import Gallery
+from recognizer.settings import RecognizerSettings
+from schemas import codec, topics
+from schemas import events as ev
+from schemas.errors import SchemaError
+
+log = logging.getLogger(__name__)
+SOURCE = "recognizer"
+
+
+class FatalDeliveryError(RuntimeError):
+    """An outcome could not be delivered: the process stops without committing."""
+
+
+class GalleryFeed:
+    """Keeps a :class:`Gallery` in step with the compacted gallery topic."""
+
+    def __init__(self, conf: dict[str, Any], gallery: Gallery) -> None:
+        self.gallery = gallery
+        self._consumer = Consumer(
+            {
+                **conf,
+                "group.id": "facestream-gallery-reader",  # never commits; assign() only
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self._tp = TopicPartition(topics.GALLERY, 0, OFFSET_BEGINNING)
+        self._consumer.assign([self._tp])
+
+    def load(self, timeout: float = 120.0) -> None:
+        """Apply every gallery event up to the current end of the topic."""
+        deadline = time.monotonic() + timeout
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(topics.GALLERY, 0), timeout=timeout)
+        while self.gallery.version < high:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gallery not loaded within {timeout}s ({self.gallery.version}/{high})")
+            msg = self._consumer.poll(0.5)
+            if msg is not None:
+                self._apply(msg)
+        self._report()
+
+    def apply_pending(self, budget: int = 10_000) -> int:
+        """Apply gallery events already fetched, without waiting. Returns how many."""
+        applied = 0
+        while applied < budget:
+            msg = self._consumer.poll(0)
+            if msg is None:
+                break
+            self._apply(msg)
+            applied += 1
+        if applied:
+            self._report()
+        return applied
+
+    def _apply(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("gallery read error: %s", msg.error())
+            return
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        self.gallery.version = msg.offset() + 1
+        value = msg.value()
+        if value is None:  # tombstone: erase the person or the face
+            kind, _, rest = key.partition(":")
+            if kind == "person":
+                self.gallery.remove_person(rest)
+            elif kind == "face":
+                self.gallery.remove_face(rest.partition(":")[2])
+            return
+        try:
+            env = codec.decode(value)
+        except SchemaError as exc:
+            log.warning("skipping gallery record %s@%d: %s", key, msg.offset(), exc)
+            return
+        data = env.data
+        if isinstance(data, ev.PersonEnrolled):
+            self.gallery.set_person(data.person_id, data.name)
+        elif isinstance(data, ev.FaceEnrolled):
+            self.gallery.add_face(data.person_id, data.face_id, data.encoding)
+
+    def _report(self) -> None:
+        metrics.GALLERY_SIZE.set(len(self.gallery))
+        metrics.GALLERY_VERSION.set(self.gallery.version)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class Worker:
+    """Consumes ``images.recognize`` in the recognizer group; publishes outcomes."""
+
+    def __init__(self, settings: RecognizerSettings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.rule = settings.rule()
+        self.cfg: DetectionConfig = settings.detection()
+        conf = settings.librdkafka()
+        self.gallery = Gallery()
+        self.feed = GalleryFeed(conf, self.gallery)
+        self.consumer = Consumer(
+            {
+                **conf,
+                "group.id": settings.recognizer_group_id,
+                "client.id": self.name,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,  # stored only once the outcome is acknowledged
+                "auto.commit.interval.ms": 1000,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                "fetch.wait.max.ms": 20,
+                # One image at a time per process: a small prefetch keeps the others
+                # available to the rest of the group.
+                "queued.max.messages.kbytes": 16_384,
+                "fetch.message.max.bytes": 16 * 1024 * 1024,
+            }
+        )
+        self.producer = Producer(producer_config(conf, **{"linger.ms": 0}))
+        self._stopping = False
+        self._fatal: str | None = None
+
+    def stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def run(self, on_ready: Callable[[], object] | None = None) -> None:
+        """Load the gallery, then process requests until :meth:`stop` (or SIGTERM).
+
+        ``on_ready`` is called once the gallery is loaded and the subscription made.
+        """
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.feed.load()
+        log.info(
+            "%s: gallery loaded (%d faces, version %d)", self.name, len(self.gallery), self.gallery.version
+        )
+        self.consumer.subscribe([topics.RECOGNIZE])
+        if on_ready is not None:
+            on_ready()
+        try:
+            while not self._stopping:
+                self.feed.apply_pending()
+                msg = self.consumer.poll(0.2)
+                if msg is None:
+                    self.producer.poll(0)
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", msg.error())
+                    continue
+                self.handle(msg)
+                if self._fatal:
+                    raise FatalDeliveryError(self._fatal)
+        finally:
+            # Deliver what is in flight, then commit what was acknowledged: a SIGTERM
+            # finishes the current image and hands the rest back to the group.
+            self.producer.flush(30)
+            self.consumer.close()
+            self.feed.close()
+
+    def handle(self, msg: Message) -> None:
+        """Process one request message and publish its outcome (see module docstring)."""
+        try:
+            env, request = codec.decode_as(msg.value(), ev.RecognitionRequested)
+            env_trace = env.trace_id
+        except SchemaError as exc:
+            dead = ev.ImageDeadLettered(
+                reason=ev.FailureReason.INVALID_EVENT,
+                detail=str(exc),
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                raw=(msg.value() or b"")[:65536].decode("utf-8", "replace"),
+            )
+            self._publish(topics.DEAD_LETTER, msg.key(), codec.encode_data(dead, source=SOURCE), msg)
+            return
+        image = request.image
+        try:
+            data = b64decode(image.image_b64, validate=True)
+            result = recognize(data, self.gallery, self.rule, self.cfg)
+        except ImageRejected as exc:
+            self._fail(msg, request, env_trace, exc.reason, exc.detail, retryable=False)
+            return
+        except (ValueError, TypeError) as exc:  # invalid base64
+            self._fail(
+                msg, request, env_trace, ev.FailureReason.CORRUPT_IMAGE, f"bad image_b64: {exc}", False
+            )
+            return
+        except Exception as exc:
+            log.exception("recognition of %s failed", image.image_id)
+            self._fail(
+                msg, request, env_trace, ev.FailureReason.INTERNAL_ERROR, repr(exc)[:500], retryable=True
+            )
+            return
+        faces = [
+            ev.FaceMatch(
+                index=i,
+                box=f.box,
+                person_id=m.person_id,
+                person_name=m.person_name,
+                distance=m.distance,
+                second_distance=m.second_distance,
+            )
+            for i, (f, m) in enumerate(zip(result.faces, result.matches, strict=True))
+        ]
+        out = ev.FacesRecognized(
+            image_id=image.image_id,
+            run=image.run,
+            attempt=request.attempt,
+            outcome=result.outcome,
+            faces=faces,
+            width=result.width,
+            height=result.height,
+            model=self.cfg.model_info(),
+            rule=self.rule,
+            gallery_version=self.gallery.version,
+            gallery_size=len(self.gallery),
+            timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
+            worker=self.name,
+            submitted_at=image.submitted_at,
+            recognized_at=datetime.now(UTC),
+        )
+        self._publish(
+            topics.RESULTS, msg.key(), codec.encode_data(out, source=SOURCE, trace_id=env_trace), msg
+        )
+        metrics.IMAGES.labels(result.outcome.value).inc()
+        metrics.FACES_PER_IMAGE.observe(len(faces))
+        for stage, ms in result.timings_ms.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+        for m in result.matches:
+            if m.distance is not None:
+                metrics.MATCH_DISTANCE.observe(m.distance)
+
+    def _fail(
+        self,
+        msg: Message,
+        request: ev.RecognitionRequested,
+        trace_id: str,
+        reason: ev.FailureReason,
+        detail: str,
+        retryable: bool,
+    ) -> None:
+        failed = ev.RecognitionFailed(
+            image_id=request.image.image_id,
+            run=request.image.run,
+            attempt=request.attempt,
+            reason=reason,
+            detail=detail,
+            retryable=retryable,
+            worker=self.name,
+            request=request,
+        )
+        self._publish(
+            topics.FAILURES, msg.key(), codec.encode_data(failed, source=SOURCE, trace_id=trace_id), msg
+        )
+        metrics.IMAGES.labels("failed" if not retryable else "error").inc()
+
+    def _publish(self, topic: str, key: bytes | None, value: bytes, source_msg: Message) -> None:
+        """Produce; once acknowledged, store ``source_msg``'s offset for the next commit."""
+        tp = TopicPartition(source_msg.topic(), source_msg.partition(), source_msg.offset() + 1)
+
+        def on_delivery(err: KafkaError | None, _m: Message) -> None:
+            if err is not None:
+                self._fatal = f"delivery to {topic} failed: {err}"
+                return
+            try:
+                self.consumer.store_offsets(offsets=[tp])
+            except KafkaException as exc:  # partition revoked meanwhile: its new owner redoes it
+                log.info("offset not stored for %s: %s", tp, exc)
+
+        self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        # Wait for the acknowledgement before the next image: the offset must not run
+        # ahead of what is durable, and a crash must cost at most this one image.
+        self.producer.flush(60)

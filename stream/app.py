@@ -1,0 +1,359 @@
+"""The stream topology (Faust): dispatch, retries, dead letters and the projector.
+
+::
+
+    images.submitted --dispatch--> images.recognize --(recognizers)--> images.results
+                                          ^                    \\
+                                          |                     `--> images.failures
+                                    images.retry <--failures--'            |
+                                                      `--> images.dead-letter + ImageFailed
+                                                                           -> images.results
+    images.submitted, images.results, gallery --projector--> PostgreSQL
+
+Delivery: every agent awaits the broker's acknowledgement of what it publishes (or the
+database's commit) before moving on, and Faust commits a source offset only after the
+agent has finished with that event, so a crash redoes work rather than losing it.
+Redone work is harmless: outputs are keyed by image id and the projector upserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import faust
+from faust import web as faust_web
+
+from common.db import create_pool
+from schemas import codec, topics
+from schemas import events as ev
+from schemas.codec import UnknownEvent
+from schemas.errors import SchemaError
+from stream import metrics, projector
+from stream.retry import GiveUp, decide
+from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+SOURCE = "stream"
+
+#: Errors that mean "the database is not reachable right now": wait and try again.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+class Database:
+    """A lazily opened pool whose users wait (with backoff) while PostgreSQL is down.
+
+    ``run`` never gives up on an unavailable database: the agent calling it stops
+    consuming meanwhile, so nothing is dead-lettered because a dependency was down.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self.available = False
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        delay = 0.2
+        while True:
+            try:
+                pool = await self._get()
+                async with pool.acquire(timeout=10) as conn:
+                    result = await fn(conn)
+                self.available = True
+                return result
+            except DB_UNAVAILABLE as exc:
+                self.available = False
+                metrics.PROJECTOR_DB_ERRORS.inc()
+                log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    async def _get(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self._dsn, min_size=1, max_size=8)
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def create_app(settings: StreamSettings) -> faust.App:
+    """Build the Faust app and its agents. Nothing connects until the worker starts."""
+    app = faust.App(
+        settings.stream_app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        web_host=settings.stream_web_host,
+        web_port=settings.stream_web_port,
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_commit_interval=1.0,
+        topic_allow_declare=False,  # topics are created by common.kafka.ensure_topics
+        topic_disable_leader=True,
+    )
+    db = Database(settings.database_url.get_secret_value())
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    submitted, recognize, failures, retry, results, dead, gallery = (
+        raw_topic(n)
+        for n in (
+            topics.SUBMITTED,
+            topics.RECOGNIZE,
+            topics.FAILURES,
+            topics.RETRY,
+            topics.RESULTS,
+            topics.DEAD_LETTER,
+            topics.GALLERY,
+        )
+    )
+
+    async def publish(topic: faust.TopicT, key: bytes | str | None, value: bytes) -> None:
+        """Send now and wait for the broker's acknowledgement."""
+        k = key.encode() if isinstance(key, str) else key
+        fut = await topic.send(key=k, value=value, force=True)
+        await fut
+
+    async def dead_letter(
+        reason: ev.FailureReason,
+        detail: str,
+        event: faust.EventT | None,
+        request: ev.RecognitionRequested | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        msg = event.message if event is not None else None
+        raw = event.value if event is not None else None
+        parked = ev.ImageDeadLettered(
+            reason=reason,
+            detail=detail[:2000],
+            topic=msg.topic if msg else "",
+            partition=msg.partition if msg else None,
+            offset=msg.offset if msg else None,
+            request=request,
+            raw=None if request is not None or raw is None else bytes(raw)[:65536].decode("utf-8", "replace"),
+        )
+        key = request.image.image_id if request else (event.key if event is not None else None)
+        await publish(dead, key, codec.encode_data(parked, source=SOURCE, trace_id=trace_id))
+        metrics.DEAD_LETTERS.labels(reason.value).inc()
+
+    @app.agent(submitted)
+    async def dispatch(stream: faust.StreamT[bytes]) -> None:
+        """Validate each submitted image and hand it to the recognizers."""
+        async for event in stream.events():
+            try:
+                env, image = codec.decode_as(event.value, ev.ImageSubmitted)
+            except UnknownEvent as exc:
+                metrics.SKIPPED.labels(topics.SUBMITTED).inc()
+                log.info("skipping unknown event on %s: %s", topics.SUBMITTED, exc)
+                continue
+            except SchemaError as exc:
+                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+                continue
+            request = ev.RecognitionRequested(image=image, attempt=1)
+            await publish(
+                recognize, image.image_id, codec.encode_data(request, source=SOURCE, trace_id=env.trace_id)
+            )
+            metrics.DISPATCHED.labels("new" if image.run == 0 else "rerun").inc()
+
+    @app.agent(failures)
+    async def handle_failures(stream: faust.StreamT[bytes]) -> None:
+        """Retry transient failures with backoff; finish the rest as failed + dead-lettered."""
+        async for event in stream.events():
+            try:
+                env, failure = codec.decode_as(event.value, ev.RecognitionFailed)
+            except UnknownEvent:
+                metrics.SKIPPED.labels(topics.FAILURES).inc()
+                continue
+            except SchemaError as exc:
+                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+                continue
+            now = datetime.now(UTC)
+            decision = decide(
+                failure,
+                now,
+                settings.retry_max_attempts,
+                settings.retry_base_delay_s,
+                settings.retry_max_delay_s,
+            )
+            if isinstance(decision, GiveUp) or failure.request is None:
+                reason = failure.reason
+                if failure.retryable:
+                    reason = ev.FailureReason.RETRIES_EXHAUSTED
+                detail = failure.detail if not failure.retryable else f"{failure.detail} ({decision})"
+                await dead_letter(reason, detail, event, failure.request, env.trace_id)
+                final = ev.ImageFailed(
+                    image_id=failure.image_id,
+                    run=failure.run,
+                    attempts=failure.attempt,
+                    reason=reason,
+                    detail=detail,
+                    failed_at=now,
+                )
+                await publish(
+                    results, failure.image_id, codec.encode_data(final, source=SOURCE, trace_id=env.trace_id)
+                )
+                continue
+            again = failure.request.model_copy(
+                update={
+                    "attempt": decision.attempt,
+                    "not_before": decision.not_before,
+                    "last_error": failure.detail,
+                }
+            )
+            await publish(
+                retry, failure.image_id, codec.encode_data(again, source=SOURCE, trace_id=env.trace_id)
+            )
+            metrics.RETRIES.inc()
+
+    @app.agent(retry)
+    async def delayed_retry(stream: faust.StreamT[bytes]) -> None:
+        """Hold each retry until its ``not_before``, then send it back to the recognizers."""
+        async for event in stream.events():
+            try:
+                env, request = codec.decode_as(event.value, ev.RecognitionRequested)
+            except SchemaError as exc:
+                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+                continue
+            if request.not_before is not None:
+                wait = (request.not_before - datetime.now(UTC)).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await publish(
+                recognize,
+                request.image.image_id,
+                codec.encode_data(request, source=SOURCE, trace_id=env.trace_id),
+            )
+            metrics.DISPATCHED.labels("retry").inc()
+
+    async def project(
+        event: faust.EventT, fn: Callable[[asyncpg.Connection], Awaitable[Any]], etype: str
+    ) -> None:
+        start = asyncio.get_running_loop().time()
+        try:
+            await db.run(fn)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # The event is valid JSON but cannot be stored (say, an id that is no UUID):
+            # park it with the reason instead of blocking the partition.
+            await dead_letter(ev.FailureReason.INVALID_EVENT, f"not storable: {exc}", event)
+            return
+        metrics.PROJECTOR_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - start)
+        metrics.PROJECTED.labels(etype).inc()
+
+    @app.agent(submitted)
+    async def project_submitted(stream: faust.StreamT[bytes]) -> None:
+        """Every submitted image becomes a pending row (with its bytes, for re-runs)."""
+        async for event in stream.events():
+            try:
+                env, image = codec.decode_as(event.value, ev.ImageSubmitted)
+            except SchemaError:
+                continue  # dispatch dead-letters it (or skips an unknown type)
+            await project(
+                event,
+                lambda c, i=image, t=env.trace_id: projector.image_submitted(
+                    c, i, t, settings.keep_image_bytes
+                ),
+                "image_submitted",
+            )
+
+    @app.agent(results)
+    async def project_results(stream: faust.StreamT[bytes]) -> None:
+        """Final statuses and faces."""
+        async for event in stream.events():
+            try:
+                env = codec.decode(event.value)
+            except UnknownEvent:
+                metrics.SKIPPED.labels(topics.RESULTS).inc()
+                continue
+            except SchemaError as exc:
+                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+                continue
+            data = env.data
+            now = datetime.now(UTC)
+            if isinstance(data, ev.FacesRecognized):
+                await project(
+                    event, lambda c, d=data: projector.faces_recognized(c, d, now), "faces_recognized"
+                )
+                status = "processed" if data.outcome == ev.Outcome.IDENTIFIED else "unresolved"
+                started = data.submitted_at
+            elif isinstance(data, ev.ImageFailed):
+                await project(event, lambda c, d=data: projector.image_failed(c, d), "image_failed")
+                status, started = "failed", None
+            else:
+                metrics.SKIPPED.labels(topics.RESULTS).inc()
+                continue
+            metrics.IMAGES_FINISHED.labels(status).inc()
+            if started is not None:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
+
+    @app.agent(gallery)
+    async def project_gallery(stream: faust.StreamT[bytes]) -> None:
+        """People and their enrolled faces (tombstones erase them)."""
+        async for event in stream.events():
+            key = (event.key or b"").decode("utf-8", "replace")
+            if event.value is None:
+                await project(event, lambda c, k=key: projector.gallery_tombstone(c, k), "gallery_tombstone")
+                continue
+            try:
+                data = codec.decode(event.value).data
+            except SchemaError:
+                metrics.SKIPPED.labels(topics.GALLERY).inc()
+                continue
+            if isinstance(data, ev.PersonEnrolled):
+                await project(event, lambda c, d=data: projector.person_enrolled(c, d), "person_enrolled")
+            elif isinstance(data, ev.FaceEnrolled):
+                await project(event, lambda c, d=data: projector.face_enrolled(c, d), "face_enrolled")
+
+    @app.page("/healthz")
+    async def healthz(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        consumer = app.consumer
+        assigned = bool(consumer.assignment()) if consumer is not None else False
+        ok = app.rebalancing is False and assigned and db.available
+        return self.json(
+            {"ready": ok, "checks": {"assigned": assigned, "database": db.available}},
+            status=200 if ok else 503,
+        )
+
+    @app.page("/metrics")
+    async def prometheus(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.task
+    async def open_database() -> None:
+        """Connect early so readiness reflects the database before the first event."""
+        await db.run(lambda c: c.fetchval("SELECT 1"))
+
+    return app
+
+
+def _credentials(settings: StreamSettings) -> Any:
+    if not settings.kafka_sasl_mechanism:
+        return None
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+        mechanism=settings.kafka_sasl_mechanism,
+    )

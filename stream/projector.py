@@ -1,0 +1,193 @@
+"""Materialises events into PostgreSQL: images, their faces, people and statuses.
+
+Every write is an idempotent upsert keyed by the entity (image id, (image id, face
+index), person id, face id), so a redelivered event changes nothing. Runs are ordered:
+a result is applied only if its ``run`` is at least the stored one, so the result of an
+old run never overwrites a re-run, whichever topic is read first.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+import asyncpg
+
+from schemas import events as ev
+
+_STATUS = {
+    ev.Outcome.IDENTIFIED: "processed",
+    ev.Outcome.UNKNOWN_FACES: "unresolved",
+    ev.Outcome.NO_FACE: "unresolved",
+}
+
+
+async def image_submitted(
+    conn: asyncpg.Connection, e: ev.ImageSubmitted, trace_id: str, keep_bytes: bool
+) -> None:
+    """A new image or a new run: pending, unless a result of this run is already stored."""
+    async with conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO images (id, run, status, filename, content_type, size_bytes, sha256, source, camera,
+                                metadata, submitted_at, trace_id)
+            VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (id) DO UPDATE SET
+                filename = excluded.filename, content_type = excluded.content_type,
+                size_bytes = excluded.size_bytes, sha256 = excluded.sha256, source = excluded.source,
+                camera = excluded.camera, metadata = excluded.metadata, trace_id = excluded.trace_id,
+                submitted_at = CASE WHEN images.run < excluded.run OR images.submitted_at IS NULL
+                                    THEN excluded.submitted_at ELSE images.submitted_at END,
+                status = CASE WHEN images.run < excluded.run THEN 'pending' ELSE images.status END,
+                status_reason = CASE WHEN images.run < excluded.run THEN NULL ELSE images.status_reason END,
+                status_detail = CASE WHEN images.run < excluded.run THEN NULL ELSE images.status_detail END,
+                finished_at = CASE WHEN images.run < excluded.run THEN NULL ELSE images.finished_at END,
+                run = GREATEST(images.run, excluded.run),
+                updated_at = now()
+            """,
+            e.image_id,
+            e.run,
+            e.filename,
+            e.content_type,
+            e.size_bytes,
+            e.sha256,
+            e.source,
+            e.camera,
+            e.metadata,
+            e.submitted_at,
+            trace_id,
+        )
+        if keep_bytes:
+            await conn.execute(
+                """INSERT INTO image_blobs (image_id, content) VALUES ($1, $2)
+                   ON CONFLICT (image_id) DO UPDATE SET content = excluded.content, stored_at = now()""",
+                e.image_id,
+                base64.b64decode(e.image_b64),
+            )
+
+
+async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, finished_at: datetime) -> bool:
+    """Store the final status and every face. Returns False if a newer run is stored."""
+    status = _STATUS[e.outcome]
+    reason = None if status == "processed" else e.outcome.value
+    async with conn.transaction():
+        applied = await conn.fetchval(
+            """
+            INSERT INTO images (id, run, status, status_reason, width, height, face_count, attempts,
+                                gallery_version, rule, model, timings_ms, submitted_at, finished_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            ON CONFLICT (id) DO UPDATE SET
+                run = excluded.run, status = excluded.status, status_reason = excluded.status_reason,
+                status_detail = NULL, width = excluded.width, height = excluded.height,
+                face_count = excluded.face_count, attempts = excluded.attempts,
+                gallery_version = excluded.gallery_version, rule = excluded.rule, model = excluded.model,
+                timings_ms = excluded.timings_ms, finished_at = excluded.finished_at, updated_at = now()
+            WHERE images.run <= excluded.run
+            RETURNING true
+            """,
+            e.image_id,
+            e.run,
+            status,
+            reason,
+            e.width,
+            e.height,
+            len(e.faces),
+            e.attempt,
+            e.gallery_version,
+            e.rule.model_dump(mode="json"),
+            e.model.model_dump(mode="json"),
+            e.timings_ms,
+            e.submitted_at,
+            finished_at,
+        )
+        if not applied:
+            return False
+        await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
+        if e.faces:
+            await conn.executemany(
+                """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
+                                      person_id, person_name, distance, second_distance)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                [
+                    (
+                        e.image_id,
+                        f.index,
+                        e.run,
+                        f.box.top,
+                        f.box.right,
+                        f.box.bottom,
+                        f.box.left,
+                        f.person_id,
+                        f.person_name,
+                        f.distance,
+                        f.second_distance,
+                    )
+                    for f in e.faces
+                ],
+            )
+    return True
+
+
+async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
+    """Store the failure and its reason. Returns False if a newer run is stored."""
+    async with conn.transaction():
+        applied = await conn.fetchval(
+            """
+            INSERT INTO images (id, run, status, status_reason, status_detail, attempts, finished_at)
+            VALUES ($1, $2, 'failed', $3, $4, $5, $6)
+            ON CONFLICT (id) DO UPDATE SET
+                run = excluded.run, status = 'failed', status_reason = excluded.status_reason,
+                status_detail = excluded.status_detail, attempts = excluded.attempts,
+                face_count = NULL, finished_at = excluded.finished_at, updated_at = now()
+            WHERE images.run <= excluded.run
+            RETURNING true
+            """,
+            e.image_id,
+            e.run,
+            e.reason.value,
+            e.detail[:2000],
+            e.attempts,
+            e.failed_at,
+        )
+        if applied:
+            await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
+    return bool(applied)
+
+
+async def person_enrolled(conn: asyncpg.Connection, e: ev.PersonEnrolled) -> None:
+    await conn.execute(
+        """INSERT INTO people (id, name, created_at) VALUES ($1, $2, $3)
+           ON CONFLICT (id) DO UPDATE SET name = excluded.name""",
+        e.person_id,
+        e.name,
+        e.enrolled_at,
+    )
+
+
+async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
+    async with conn.transaction():
+        # The person's own event comes first on the one gallery partition; this guards
+        # against a gallery written by another client without it.
+        await conn.execute(
+            "INSERT INTO people (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            e.person_id,
+            e.person_id,
+        )
+        await conn.execute(
+            """INSERT INTO person_faces (id, person_id, filename, box, enrolled_at) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO NOTHING""",
+            e.face_id,
+            e.person_id,
+            e.filename,
+            e.box.model_dump(mode="json"),
+            e.enrolled_at,
+        )
+
+
+async def gallery_tombstone(conn: asyncpg.Connection, key: str) -> None:
+    """A deleted gallery key: the person (and their faces) or one face is gone."""
+    kind, _, rest = key.partition(":")
+    if kind == "person":
+        await conn.execute("DELETE FROM people WHERE id = $1", rest)
+    elif kind == "face":
+        await conn.execute("DELETE FROM person_faces WHERE id = $1", rest.partition(":")[2])
