@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from recognizer.errors import ImageRejected
 from recognizer.gallery import Gallery, Match, MatchRule
@@ -23,6 +23,10 @@ with warnings.catch_warnings():
     # face_recognition_models still imports pkg_resources, which warns on import.
     warnings.simplefilter("ignore")
     import face_recognition
+
+# face_recognition turns on Pillow's "load truncated images" for the whole process on
+# import; a truncated upload must end as a failed image ("corrupt"), not a grey half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 #: Formats accepted whatever the file is called (the content decides, not the name).
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "PPM", "TIFF", "MPO"})

@@ -1,0 +1,56 @@
+# facestream: `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+CODE := ingest stream recognizer api schemas common cli benchmarks tests
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down test lint typecheck unit integration e2e demo bench kafka postgres schemas clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv with the pinned dependencies (idempotent)
+	@bash scripts/install.sh
+
+up: ## install what is missing, start Kafka, PostgreSQL and every service; return once all answer
+	@bash scripts/up.sh
+
+down: ## stop every service, Kafka and PostgreSQL
+	@bash scripts/down.sh
+
+test: install lint typecheck ## the whole gate: ruff, mypy, then every test (starts its own broker and database)
+	@bash scripts/pytest.sh tests
+
+unit: install ## unit tests only (no network)
+	@bash scripts/pytest.sh tests/unit
+
+integration: install ## integration tests (real broker and database)
+	@bash scripts/pytest.sh tests/integration
+
+e2e: install ## end-to-end tests on the lfw-dev photos (runs the whole platform)
+	@bash scripts/pytest.sh tests/e2e
+
+lint: install ## ruff lint and format check
+	@.venv/bin/ruff check $(CODE)
+	@.venv/bin/ruff format --check $(CODE)
+
+typecheck: install ## mypy (strict)
+	@.venv/bin/mypy $(CODE)
+
+schemas: install ## regenerate schemas/json from the event models
+	@$(PY) -m schemas.generate
+
+demo: install ## enroll people from a folder and submit images from another (needs `make up`)
+	@$(PY) -m cli demo
+
+bench: install ## benchmarks: matching rule on lfw-dev
+	@$(PY) -m benchmarks.matching
+
+kafka: install ## start only the Kafka broker
+	@bash scripts/kafka.sh start
+
+postgres: ## start only PostgreSQL
+	@bash scripts/postgres.sh start
+
+clean: down ## stop everything and delete local state (.run)
+	rm -rf .run

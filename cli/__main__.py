@@ -1,0 +1,152 @@
+"""``python -m cli {enroll,submit,demo}``: see ``python -m cli --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cli.folders import images_in, people_in
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "datasets" / "faces" / "sample" / "examples" / "knn_examples"
+FINAL = {"processed", "unresolved", "failed"}
+
+
+def enroll(api: httpx.Client, folder: Path, per_person: int | None = None) -> dict[str, str]:
+    """Enroll every person of ``folder``; returns name -> person id. Prints progress."""
+    existing = {p["name"]: p["id"] for p in _all_people(api)}
+    ids: dict[str, str] = {}
+    people = people_in(folder)
+    for n, (name, photos) in enumerate(people.items(), 1):
+        pid = existing.get(name)
+        if pid is None:
+            r = api.post("/v1/people", json={"name": name})
+            _check(r)
+            pid = r.json()["id"]
+        ids[name] = pid
+        added = 0
+        for photo in photos[:per_person]:
+            with photo.open("rb") as fh:
+                r = api.post(f"/v1/people/{pid}/faces", files={"file": (photo.name, fh)})
+            if r.status_code == 201:
+                added += 1
+            else:
+                print(f"  ! {photo.name}: {r.json().get('detail', r.text)}", file=sys.stderr)
+        print(f"[{n}/{len(people)}] enrolled {name}: {added} face(s)")
+    return ids
+
+
+def submit(ingest: httpx.Client, folder: Path, batch: int = 10) -> dict[str, Path]:
+    """Upload every image under ``folder``; returns image id -> file."""
+    files = images_in(folder)
+    ids: dict[str, Path] = {}
+    for i in range(0, len(files), batch):
+        chunk = files[i : i + batch]
+        handles = [p.open("rb") for p in chunk]
+        try:
+            r = ingest.post("/v1/images", files=[("files", (p.name, h)) for p, h in zip(chunk, handles, strict=True)])
+        finally:
+            for h in handles:
+                h.close()
+        if r.status_code != 202:
+            print(f"  ! batch {i // batch + 1}: {r.status_code} {r.json().get('detail', r.text)}", file=sys.stderr)
+            continue
+        for item, path in zip(r.json()["data"], chunk, strict=True):
+            ids[item["id"]] = path
+        print(f"submitted {min(i + batch, len(files))}/{len(files)}")
+    return ids
+
+
+def wait_for(api: httpx.Client, ids: dict[str, Path], timeout: float) -> dict[str, dict[str, Any]]:
+    """Poll the results API until every image has a final status (or ``timeout``)."""
+    results: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(results) < len(ids) and time.monotonic() < deadline:
+        for image_id in ids:
+            if image_id in results:
+                continue
+            r = api.get(f"/v1/images/{image_id}")
+            if r.status_code == 200 and r.json()["status"] in FINAL:
+                results[image_id] = r.json()
+        print(f"\r{len(results)}/{len(ids)} images finished", end="", flush=True)
+        if len(results) < len(ids):
+            time.sleep(0.5)
+    print()
+    return results
+
+
+def report(ids: dict[str, Path], results: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{'image':40} {'status':11} people found")
+    for image_id, path in ids.items():
+        res = results.get(image_id)
+        if res is None:
+            print(f"{path.name[:40]:40} {'(pending)':11}")
+            continue
+        names = [f["person_name"] or "unknown" for f in res.get("faces", [])]
+        extra = res.get("status_reason") or ""
+        print(f"{path.name[:40]:40} {res['status']:11} {', '.join(names) or '-'} {('(' + extra + ')') if extra else ''}")
+
+
+def _all_people(api: httpx.Client) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while True:
+        r = api.get("/v1/people", params={"limit": 500, "offset": len(out)})
+        _check(r)
+        page = r.json()["data"]
+        out.extend(page)
+        if len(page) < 500:
+            return out
+
+
+def _check(r: httpx.Response) -> None:
+    if r.status_code >= 400:
+        raise SystemExit(f"{r.request.method} {r.request.url}: {r.status_code} {r.text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli", description="facestream command line")
+    parser.add_argument("--api", default="http://127.0.0.1:8001", help="results API (default %(default)s)")
+    parser.add_argument("--ingest", default="http://127.0.0.1:8000", help="ingest API (default %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("enroll", help="enroll a folder: <person>/<image> or person_1.jpg files")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--per-person", type=int, help="at most this many photos per person")
+    p = sub.add_parser("submit", help="submit every image under a folder and show the results")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=300)
+    p = sub.add_parser("demo", help="enroll --known, submit --images, show the results")
+    p.add_argument("--known", type=Path, default=SAMPLE / "train")
+    p.add_argument("--images", type=Path, default=SAMPLE / "test")
+    p.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+
+    with httpx.Client(base_url=args.api, timeout=60) as api, httpx.Client(base_url=args.ingest, timeout=60) as ing:
+        try:
+            if args.command == "enroll":
+                enroll(api, args.folder, args.per_person)
+            elif args.command == "submit":
+                ids = submit(ing, args.folder)
+                if not args.no_wait:
+                    report(ids, wait_for(api, ids, args.timeout))
+            else:
+                print(f"enrolling the people in {args.known}")
+                enroll(api, args.known)
+                time.sleep(1)  # let every recognizer apply the new gallery entries
+                print(f"\nsubmitting the images in {args.images}")
+                ids = submit(ing, args.images)
+                report(ids, wait_for(api, ids, args.timeout))
+                print(f"\nSee them all at {args.api}/")
+        except (NotADirectoryError, httpx.HTTPError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

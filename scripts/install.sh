@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what facestream needs into .venv (idempotent; a no-op when nothing changed).
+# System packages (Java for Kafka, Maven to fetch it, PostgreSQL) are installed with
+# apt-get when missing and we are root; the Python dependencies are pinned in
+# pyproject.toml. face_recognition is installed with --no-deps: it declares dlib, which
+# pip would build from source, while dlib-bin (a pinned dependency) is dlib prebuilt.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=$root/.venv
+py=${PYTHON_BOOTSTRAP:-python3}
+
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[install] apt-get install ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[install] please install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+
+stamp=$venv/.installed-$(cat "$root/pyproject.toml" "$0" | md5sum | cut -c1-12)
+[ -f "$stamp" ] && exit 0
+echo "[install] creating $venv (pinned dependencies from pyproject.toml)" >&2
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "$root[dev]"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps face_recognition==1.3.0
+rm -f "$venv"/.installed-*
+touch "$stamp"
+echo "[install] done" >&2

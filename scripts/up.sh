@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Brings the whole platform up on this machine, in the background, and returns once
+# every part answers: Kafka, PostgreSQL, ingest (:8000), results API (:8001), the stream
+# worker (:6066) and the recognizer pool (:9101, one process per core by default).
+#
+# Environment: WORKERS (recognizer processes; default: the core count), IMAGES_ROOT
+# (folder of the legacy path endpoints; default ../shared/datasets/faces if present),
+# KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+run=${FACESTREAM_RUN_DIR:-$root/.run}
+mkdir -p "$run/pids" "$run/logs"
+bash scripts/install.sh
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then bash scripts/kafka.sh start; fi
+if [ -z "${DATABASE_URL:-}" ]; then bash scripts/postgres.sh start; fi
+export WORKERS=${WORKERS:-$(nproc)}
+if [ -z "${IMAGES_ROOT:-}" ] && [ -d "$root/../shared/datasets/faces" ]; then
+  IMAGES_ROOT=$(cd "$root/../shared/datasets/faces" && pwd); export IMAGES_ROOT
+fi
+.venv/bin/python -c 'from common.kafka import ensure_topics; from common.settings import ServiceSettings as S; ensure_topics(S().librdkafka())'
+
+start() {  # name, health url, command...
+  local name=$1 url=$2; shift 2
+  local pidfile=$run/pids/$name.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "[up] $name already running (pid $(cat "$pidfile"))"
+  else
+    nohup "$@" >"$run/logs/$name.log" 2>&1 &
+    echo $! >"$pidfile"
+    echo "[up] started $name (pid $!, log $run/logs/$name.log)"
+  fi
+}
+wait_ready() {  # name, url
+  for _ in $(seq 1 180); do
+    if curl -fsS "$2" >/dev/null 2>&1; then echo "[up] $1 ready"; return 0; fi
+    kill -0 "$(cat "$run/pids/$1.pid")" 2>/dev/null || { echo "[up] $1 exited; see $run/logs/$1.log" >&2; tail -n 20 "$run/logs/$1.log" >&2; return 1; }
+    sleep 1
+  done
+  echo "[up] $1 not ready after 180 s; see $run/logs/$1.log" >&2; return 1
+}
+
+start stream http://127.0.0.1:6066/readyz .venv/bin/python -m stream
+start recognizer http://127.0.0.1:9101/readyz .venv/bin/python -m recognizer --workers "$WORKERS"
+start ingest http://127.0.0.1:8000/readyz .venv/bin/python -m ingest
+start api http://127.0.0.1:8001/readyz .venv/bin/python -m api
+wait_ready ingest http://127.0.0.1:8000/readyz
+wait_ready api http://127.0.0.1:8001/readyz
+wait_ready stream http://127.0.0.1:6066/readyz
+wait_ready recognizer http://127.0.0.1:9101/readyz
+
+cat <<MSG
+
+facestream is up ($WORKERS recognizer processes).
+  Results page      http://127.0.0.1:8001/
+  Ingest API        http://127.0.0.1:8000/docs    (POST /v1/images, legacy /image/post)
+  Results API       http://127.0.0.1:8001/docs    (GET /v1/images, POST /v1/people)
+  Metrics           :8000/metrics :8001/metrics :6066/metrics :9101/metrics
+  Logs              $run/logs/
+  Try               make demo        Stop: make down
+MSG

@@ -1,0 +1,92 @@
+"""The event contract: every published example parses, JSON Schemas match the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from schemas import codec
+from schemas import events as ev
+from schemas.errors import SchemaError
+from schemas.generate import JSON_DIR, render
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "schemas" / "examples").glob("*.json"))
+
+
+def test_there_is_an_example_for_every_event_type() -> None:
+    named = {p.name.rsplit(".v", 1)[0] for p in EXAMPLES}
+    assert named == set(codec.EVENT_TYPES)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_published_example_still_parses(path: Path) -> None:
+    raw = path.read_bytes()
+    env = codec.decode(raw)
+    assert env.type == path.name.rsplit(".v", 1)[0]
+    # and round-trips through the current encoder unchanged
+    assert codec.decode(codec.encode(env)) == env
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_against_the_json_schema_files(path: Path) -> None:
+    obj = json.loads(path.read_text())
+    schema = json.loads((JSON_DIR / f"{obj['type']}.v{obj['version']}.json").read_text())
+    jsonschema.validate(obj, schema)
+
+
+def test_json_schema_files_are_generated_from_the_models() -> None:
+    for name, text in render().items():
+        assert (JSON_DIR / name).read_text() == text, f"schemas/json/{name} is stale: run `make schemas`"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "tombstone"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"type": "facestream.image.submitted"}', "bad envelope"),
+        (b'{"type": "facestream.image.submitted", "version": 1, "data": 3}', "data must be"),
+        (b'{"type": "facestream.image.submitted", "version": 1, "data": {"image_id": "x"}}', "invalid"),
+        (b'{"type": "facestream.image.submitted", "version": 0, "data": {}}', "bad version"),
+    ],
+)
+def test_invalid_messages_raise_schema_error(raw: bytes | None, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        codec.decode(raw)
+
+
+def test_unknown_types_and_newer_versions_are_skippable() -> None:
+    with pytest.raises(codec.UnknownEvent):
+        codec.decode(b'{"type": "facestream.something.new", "version": 1, "data": {}}')
+    with pytest.raises(codec.UnknownEvent):
+        codec.decode(b'{"type": "facestream.person.enrolled", "version": 99, "data": {}}')
+
+
+def test_unknown_fields_are_ignored_so_additive_changes_do_not_break_old_readers() -> None:
+    obj = json.loads((EXAMPLES[0]).read_text())
+    obj["data"]["a_field_from_the_future"] = 1
+    obj["another_attribute"] = "x"
+    assert codec.decode(json.dumps(obj)).type == obj["type"]
+
+
+def test_upcasters_run_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    etype = "facestream.person.enrolled"
+    monkeypatch.setitem(codec.EVENT_TYPES, etype, (3, ev.PersonEnrolled))
+    monkeypatch.setitem(codec.UPCASTERS, (etype, 1), lambda d: {**d, "full_name": d["name"]})
+    monkeypatch.setitem(codec.UPCASTERS, (etype, 2), lambda d: {**d, "name": d.pop("full_name").upper()})
+    v1 = json.loads(next(p for p in EXAMPLES if p.name.startswith(etype)).read_text())
+    env = codec.decode(json.dumps(v1))
+    assert env.version == 3
+    assert env.data.name == v1["data"]["name"].upper()
+
+
+def test_a_missing_upcaster_is_a_schema_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    etype = "facestream.person.enrolled"
+    monkeypatch.setitem(codec.EVENT_TYPES, etype, (2, ev.PersonEnrolled))
+    v1 = next(p for p in EXAMPLES if p.name.startswith(etype)).read_bytes()
+    with pytest.raises(SchemaError, match="no upcaster"):
+        codec.decode(v1)
