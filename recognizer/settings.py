@@ -13,13 +13,17 @@ from recognizer.gallery import default_rule
 from schemas.events import MatchRule
 
 
+#: The shipped decision rule, chosen on lfw-dev (docs/MATCHING.md); each part is a setting.
+_RULE = default_rule()
+
+
 class RecognizerSettings(ServiceSettings):
     workers: int = Field(default=os.cpu_count() or 1, ge=1, description="Recognizer processes to run.")
     recognizer_group_id: str = "facestream-recognizers"
     # The decision rule: defaults chosen on lfw-dev, see docs/MATCHING.md.
-    match_tolerance: float = Field(default=0.5, gt=0, lt=2)
-    match_margin: float = Field(default=0.0, ge=0, lt=1)
-    match_aggregation: Literal["min", "mean"] = "min"
+    match_tolerance: float = Field(default=_RULE.tolerance, gt=0, lt=2)
+    match_margin: float = Field(default=_RULE.margin, ge=0, lt=1)
+    match_aggregation: Literal["min", "mean"] = _RULE.aggregation  # type: ignore[assignment]
     detection_max_side: int = Field(default=1024, ge=64)
     detection_upsample: int = Field(default=1, ge=0, le=3)
     max_pixels: int = Field(default=50_000_000, ge=1)

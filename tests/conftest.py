@@ -10,13 +10,17 @@ Where do the broker and database come from, in this order:
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.platform import Platform, start_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("FACESTREAM_FACES", ROOT.parent / "shared" / "datasets" / "faces"))
@@ -32,7 +36,13 @@ def _docker_answers() -> bool:
         docker.from_env(timeout=3).ping()
         return True
     except Exception:  # noqa: BLE001 - any failure means "no engine here"
-        return False
+        pass
+    # docker-py leaves the socket of a failed connection unclosed; reclaim it here, quietly,
+    # rather than let its ResourceWarning fail whichever test runs next (filterwarnings=error).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    return False
 
 
 def _script(name: str, action: str, env: dict[str, str]) -> None:
@@ -88,3 +98,11 @@ def database_url() -> Iterator[str]:
     yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
     if not _keep():
         _script("postgres.sh", "stop", env)
+
+
+@pytest.fixture(scope="session")
+def platform(kafka_bootstrap: str, database_url: str, faces_dir: Path) -> Iterator[Platform]:
+    """Every service running as its own process, as `make up` runs them."""
+    p = start_platform(kafka_bootstrap, database_url, faces_dir)
+    yield p
+    p.stop_all()
