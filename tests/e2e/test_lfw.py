@@ -100,9 +100,10 @@ def test_lfw_known_people_and_strangers(platform: Platform, faces_dir: Path) -> 
     enrolled = {name: sorted(by_person[name])[0] for name in chosen}
     probes = {p: name for name in chosen for p in sorted(by_person[name])[1:]}
 
-    with httpx.Client(base_url=platform.api_url, timeout=60) as api, httpx.Client(
-        base_url=platform.ingest_url, timeout=60
-    ) as ingest:
+    with (
+        httpx.Client(base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+    ):
         person_ids = {enroll(api, name, photo): name for name, photo in enrolled.items()}
         time.sleep(2)  # let every recognizer apply the new gallery entries
         ids = submit(ingest, [*probes, *strangers])
@@ -156,9 +157,10 @@ def test_group_photos_and_odd_inputs(platform: Platform, faces_dir: Path) -> Non
     missing = [p for p in cases if not p.exists()]
     assert not missing, missing
     existing = cases
-    with httpx.Client(base_url=platform.api_url, timeout=60) as api, httpx.Client(
-        base_url=platform.ingest_url, timeout=60
-    ) as ingest:
+    with (
+        httpx.Client(base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+    ):
         ids = submit(ingest, list(existing), batch=5)
         results = wait_final(api, list(ids))
     for image_id, path in ids.items():

@@ -82,7 +82,9 @@ def test_odd_formats_decode_and_show_a_face(faces_dir: Path, path: str) -> None:
 
 def test_exif_orientation_is_applied(faces_dir: Path) -> None:
     upright = load_image((faces_dir / "sample/examples/obama.jpg").read_bytes())
-    rotated = load_image((faces_dir / "extras/derived/obama_stored_rot90cw_exif_orientation8.jpg").read_bytes())
+    rotated = load_image(
+        (faces_dir / "extras/derived/obama_stored_rot90cw_exif_orientation8.jpg").read_bytes()
+    )
     assert rotated.shape == upright.shape
     assert len(find_faces(rotated, CFG)) == 1
 

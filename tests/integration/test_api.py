@@ -1,0 +1,626 @@
+"""The results API against the real broker and database.
+
+One app (and its lifespan) serves the whole module. Tests share the broker and the
+database with other tests, so every test uses fresh ids, deletes the rows it seeded, and
+reads events only from the offsets that were at the end of the topic before it acted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from confluent_kafka import Consumer, TopicPartition
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.deps import get_producer, get_settings
+from api.settings import ApiSettings
+from common.kafka import AsyncProducer
+from schemas.codec import decode
+from schemas.envelope import Envelope
+from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
+from schemas.topics import GALLERY, SUBMITTED, face_key, person_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str, database_url: str) -> ApiSettings:
+    return ApiSettings(kafka_bootstrap_servers=kafka_bootstrap, database_url=SecretStr(database_url))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def db(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    # Depends on app: its lifespan has applied the schema.
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+Seed = Callable[..., Awaitable[uuid.UUID]]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def seed_image(db: asyncpg.Connection) -> AsyncIterator[Seed]:
+    """Insert an image (with faces and stored bytes) as the projector would; removed afterwards."""
+    seeded: list[uuid.UUID] = []
+
+    async def seed(
+        *,
+        status: str = "processed",
+        filename: str | None = "photo.jpg",
+        camera: str | None = None,
+        run: int = 0,
+        submitted_at: datetime | None = None,
+        faces: tuple[tuple[uuid.UUID | None, str | None], ...] = (),
+        content: bytes | None = b"stored image bytes",
+        reason: str | None = None,
+    ) -> uuid.UUID:
+        image_id = uuid.uuid4()
+        submitted_at = submitted_at or datetime.now(UTC)
+        finished = None if status == "pending" else submitted_at + timedelta(seconds=1)
+        await db.execute(
+            """
+            INSERT INTO images (id, run, status, status_reason, filename, content_type, size_bytes,
+                                source, camera, metadata, width, height, face_count, attempts,
+                                submitted_at, finished_at)
+            VALUES ($1, $2, $3, $4, $5, 'image/jpeg', 18,
+                    'test', $6, '{"k": "v"}', 640, 480, $7, 1,
+                    $8, $9)
+            """,
+            image_id,
+            run,
+            status,
+            reason,
+            filename,
+            camera,
+            len(faces),
+            submitted_at,
+            finished,
+        )
+        seeded.append(image_id)
+        for index, (person_id, name) in enumerate(faces):
+            await db.execute(
+                """
+                INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
+                                   person_id, person_name, distance)
+                VALUES ($1, $2, $3, 10, 60, 60, 10, $4, $5, 0.4)
+                """,
+                image_id,
+                index,
+                run,
+                person_id,
+                name,
+            )
+        if content is not None:
+            await db.execute("INSERT INTO image_blobs (image_id, content) VALUES ($1, $2)", image_id, content)
+        return image_id
+
+    yield seed
+    await db.execute("DELETE FROM images WHERE id = ANY($1::uuid[])", seeded)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def person(db: asyncpg.Connection) -> AsyncIterator[Callable[[str], Awaitable[uuid.UUID]]]:
+    """Insert a person row directly (for the read paths); removed afterwards."""
+    created: list[uuid.UUID] = []
+
+    async def make(name: str) -> uuid.UUID:
+        person_id = uuid.uuid4()
+        await db.execute("INSERT INTO people (id, name) VALUES ($1, $2)", person_id, name)
+        created.append(person_id)
+        return person_id
+
+    yield make
+    await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", created)
+
+
+class TopicTail:
+    """Reads a topic from the offsets at its end when created: only what came after."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"test-api-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts = []
+        for p in partitions:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            starts.append(TopicPartition(topic, p, high))
+        self._consumer.assign(starts)
+        self._seen: dict[bytes | None, bytes | None] = {}  # key -> first value read
+
+    def _find(self, key: str, timeout: float) -> Envelope[Any]:
+        deadline = time.monotonic() + timeout
+        while key.encode() not in self._seen and time.monotonic() < deadline:
+            msg = self._consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                self._seen.setdefault(msg.key(), msg.value())
+        if key.encode() not in self._seen:
+            raise AssertionError(f"no message keyed {key!r} within {timeout} s")
+        return decode(self._seen[key.encode()])
+
+    async def find(self, key: str, within: float = 30.0) -> Envelope[Any]:
+        """The first event keyed ``key``; fails the test if none arrives ``within`` seconds."""
+        return await asyncio.to_thread(self._find, key, within)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@pytest.fixture
+def tail(kafka_bootstrap: str) -> Iterator[Callable[[str], TopicTail]]:
+    tails: list[TopicTail] = []
+
+    def open_tail(topic: str) -> TopicTail:
+        t = TopicTail(kafka_bootstrap, topic)
+        tails.append(t)
+        return t
+
+    yield open_tail
+    for t in tails:
+        t.close()
+
+
+def _ts(days_ago: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days_ago)
+
+
+# --------------------------------------------------------------------------- images: reads
+
+
+async def test_get_image_returns_status_metadata_and_faces(client, seed_image, person):
+    alice = await person("Alice Renamed")
+    image_id = await seed_image(faces=((alice, "Alice"), (None, None)), run=1)
+
+    r = await client.get(f"/v1/images/{image_id}")
+
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == str(image_id)
+    assert body["status"] == "processed"
+    assert body["filename"] == "photo.jpg"
+    assert body["source"] == "test"
+    assert (body["width"], body["height"], body["run"], body["attempts"]) == (640, 480, 1, 1)
+    assert body["submitted_at"]
+    assert body["finished_at"]
+    faces = body["faces"]
+    assert [f["index"] for f in faces] == [0, 1]
+    assert faces[0]["box"] == {"top": 10, "right": 60, "bottom": 60, "left": 10}
+    # The current name wins over the one recorded when the image was recognized.
+    assert faces[0]["person_id"] == str(alice)
+    assert faces[0]["person_name"] == "Alice Renamed"
+    assert faces[0]["distance"] == pytest.approx(0.4)
+    assert faces[1]["person_id"] is None
+
+
+async def test_faces_of_an_older_run_are_not_shown(client, seed_image, db):
+    image_id = await seed_image(status="pending", run=0, faces=((None, None),))
+    await db.execute("UPDATE images SET run = 1 WHERE id = $1", image_id)
+
+    r = await client.get(f"/v1/images/{image_id}")
+
+    assert r.json()["faces"] == []
+
+
+async def test_unknown_image_is_404_with_a_reason(client):
+    image_id = uuid.uuid4()
+    r = await client.get(f"/v1/images/{image_id}")
+    assert r.status_code == 404
+    assert r.json() == {"detail": f"no image with id {image_id}"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/images/not-a-uuid",
+        "/v1/images?status=bogus",
+        "/v1/images?limit=501",
+        "/v1/images?limit=0",
+        "/v1/images?offset=-1",
+        "/v1/images?person=42",
+        "/v1/images?camera=a%00b",
+        "/v1/people/not-a-uuid",
+    ],
+)
+async def test_malformed_input_is_422_with_a_readable_reason(client, url):
+    r = await client.get(url)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert isinstance(detail, str)
+    assert detail.startswith("invalid request: ")
+
+
+async def test_list_filters_newest_first_and_paginates(client, seed_image, person):
+    camera = f"cam-{uuid.uuid4()}"
+    bob = await person("Bob")
+    oldest = await seed_image(camera=camera, status="failed", submitted_at=_ts(3), reason="corrupt_image")
+    middle = await seed_image(camera=camera, status="processed", submitted_at=_ts(2), faces=((bob, "Bob"),))
+    newest = await seed_image(camera=camera, status="unresolved", submitted_at=_ts(1), reason="no_face")
+
+    r = await client.get("/v1/images", params={"camera": camera})
+    assert r.status_code == 200
+    assert r.json()["count"] == 3
+    assert [i["id"] for i in r.json()["data"]] == [str(newest), str(middle), str(oldest)]
+
+    page = (await client.get("/v1/images", params={"camera": camera, "limit": 2, "offset": 2})).json()
+    assert page["count"] == 3
+    assert [i["id"] for i in page["data"]] == [str(oldest)]
+
+    failed = (await client.get("/v1/images", params={"camera": camera, "status": "failed"})).json()
+    assert [(i["id"], i["status_reason"]) for i in failed["data"]] == [(str(oldest), "corrupt_image")]
+
+    by_person = (await client.get("/v1/images", params={"person": str(bob)})).json()
+    assert by_person["count"] == 1
+    assert by_person["data"][0]["faces"][0]["person_name"] == "Bob"
+
+
+async def test_list_defaults_to_fifty_newest(client):
+    r = await client.get("/v1/images")
+    assert r.status_code == 200
+    assert len(r.json()["data"]) <= 50
+
+
+# --------------------------------------------------------------------------- people
+
+
+async def test_create_person_publishes_person_enrolled_and_retries_safely(client, tail, db):
+    gallery = tail(GALLERY)
+    person_id = uuid.uuid4()
+
+    r = await client.post("/v1/people", json={"id": str(person_id), "name": "  Grace Hopper "})
+
+    assert r.status_code == 201
+    body = r.json()
+    assert (body["id"], body["name"], body["face_count"]) == (str(person_id), "Grace Hopper", 0)
+    env = await gallery.find(person_key(str(person_id)))
+    assert env.source == "api"
+    assert isinstance(env.data, PersonEnrolled)
+    assert (env.data.person_id, env.data.name) == (str(person_id), "Grace Hopper")
+
+    again = await client.post("/v1/people", json={"id": str(person_id), "name": "Grace Hopper"})
+    assert again.status_code == 201
+    assert again.json() == body
+    assert await db.fetchval("SELECT count(*) FROM people WHERE id = $1", person_id) == 1
+
+    other = await client.post("/v1/people", json={"id": str(person_id), "name": "Somebody Else"})
+    assert other.status_code == 409
+    assert "another name" in other.json()["detail"]
+    await db.execute("DELETE FROM people WHERE id = $1", person_id)
+
+
+async def test_create_person_without_id_gets_one(client, db):
+    r = await client.post("/v1/people", json={"name": "Ada"})
+    assert r.status_code == 201
+    person_id = uuid.UUID(r.json()["id"])
+    assert await db.fetchval("SELECT name FROM people WHERE id = $1", person_id) == "Ada"
+    await db.execute("DELETE FROM people WHERE id = $1", person_id)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "   "},
+        {"name": ""},
+        {"name": "x" * 201},
+        {"name": "a\u0000b"},
+        {},
+        {"name": "A", "id": "nope"},
+    ],
+)
+async def test_create_person_rejects_bad_bodies(client, body):
+    r = await client.post("/v1/people", json=body)
+    assert r.status_code == 422
+    assert isinstance(r.json()["detail"], str)
+
+
+async def test_create_person_rejects_invalid_json(client):
+    r = await client.post("/v1/people", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+async def test_broker_down_is_503_and_stores_nothing(app, client, db):
+    # A real producer whose broker does not exist: the delivery times out after 1 s.
+    dead = AsyncProducer({"bootstrap.servers": "127.0.0.1:1", "delivery.timeout.ms": 1000, "log_level": 0})
+    app.dependency_overrides[get_producer] = lambda: dead
+    try:
+        person_id = uuid.uuid4()
+        r = await client.post("/v1/people", json={"id": str(person_id), "name": "Nobody"})
+    finally:
+        del app.dependency_overrides[get_producer]
+        await asyncio.to_thread(dead.close, 2)
+    assert r.status_code == 503
+    assert "did not acknowledge" in r.json()["detail"]
+    assert await db.fetchval("SELECT count(*) FROM people WHERE id = $1", person_id) == 0
+
+
+async def test_people_list_detail_and_images(client, seed_image, person):
+    name = f"!api-test {uuid.uuid4()}"  # "!" sorts before letters: on the first page by name
+    person_id = await person(name)
+    image_id = await seed_image(faces=((person_id, name),))
+    await seed_image(faces=((None, None),))
+
+    listed = (await client.get("/v1/people", params={"limit": 500})).json()
+    assert {"id": str(person_id), "name": name, "face_count": 0} in [
+        {k: p[k] for k in ("id", "name", "face_count")} for p in listed["data"]
+    ]
+    one = (await client.get("/v1/people", params={"limit": 1})).json()
+    assert len(one["data"]) == 1
+    assert one["count"] == listed["count"]
+
+    detail = await client.get(f"/v1/people/{person_id}")
+    assert detail.status_code == 200
+    assert (detail.json()["name"], detail.json()["faces"]) == (name, [])
+
+    images = (await client.get(f"/v1/people/{person_id}/images")).json()
+    assert images["count"] == 1
+    assert images["data"][0]["id"] == str(image_id)
+
+
+@pytest.mark.parametrize("suffix", ["", "/images"])
+async def test_unknown_person_is_404(client, suffix):
+    r = await client.get(f"/v1/people/{uuid.uuid4()}{suffix}")
+    assert r.status_code == 404
+    assert r.json()["detail"].startswith("no person with id ")
+
+
+# --------------------------------------------------------------------------- enrollment
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def enrolled_person(client, db) -> AsyncIterator[uuid.UUID]:
+    r = await client.post("/v1/people", json={"name": "Barack Obama"})
+    assert r.status_code == 201
+    person_id = uuid.UUID(r.json()["id"])
+    yield person_id
+    await db.execute("DELETE FROM people WHERE id = $1", person_id)
+
+
+async def test_enroll_face_publishes_face_enrolled(client, tail, enrolled_person, faces_dir: Path):
+    gallery = tail(GALLERY)
+    photo = (faces_dir / "sample" / "examples" / "obama.jpg").read_bytes()
+    face_id = uuid.uuid4()
+
+    r = await client.post(
+        f"/v1/people/{enrolled_person}/faces",
+        params={"face_id": str(face_id)},
+        files={"file": ("obama.jpg", photo, "image/jpeg")},
+    )
+
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["face_id"], body["person_id"]) == (str(face_id), str(enrolled_person))
+    assert body["faces_found"] == 1
+    box = body["box"]
+    assert box["right"] > box["left"]
+    assert box["bottom"] > box["top"]
+
+    env = await gallery.find(face_key(str(enrolled_person), str(face_id)))
+    assert isinstance(env.data, FaceEnrolled)
+    assert len(env.data.encoding) == 128
+    assert env.data.box.model_dump() == box
+    assert env.data.source_sha256 == hashlib.sha256(photo).hexdigest()
+    assert env.data.filename == "obama.jpg"
+    assert env.data.model.detector == "hog"
+
+    # A retry with the same key (here as the header) returns the stored face, adds nothing.
+    again = await client.post(
+        f"/v1/people/{enrolled_person}/faces",
+        headers={"Idempotency-Key": str(face_id)},
+        files={"file": ("obama.jpg", photo, "image/jpeg")},
+    )
+    assert again.status_code == 201
+    assert again.json()["face_id"] == str(face_id)
+    assert again.json()["faces_found"] is None
+    person = (await client.get(f"/v1/people/{enrolled_person}")).json()
+    assert person["face_count"] == 1
+    assert person["faces"][0]["box"] == box
+
+
+async def test_enroll_photo_without_a_face_is_422(client, enrolled_person, faces_dir: Path, db):
+    photo = (faces_dir / "extras" / "no_face" / "dlib_horses.jpg").read_bytes()
+    r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("horses.jpg", photo)})
+    assert r.status_code == 422
+    assert r.json() == {"detail": "no face found in the photo"}
+    assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
+
+
+async def test_enroll_not_an_image_is_422_with_the_reason(client, enrolled_person):
+    r = await client.post(
+        f"/v1/people/{enrolled_person}/faces", files={"file": ("notes.jpg", b"just some text", "image/jpeg")}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("not a usable image (not_an_image): ")
+
+
+async def test_enroll_without_a_file_is_422(client, enrolled_person):
+    r = await client.post(f"/v1/people/{enrolled_person}/faces", data={"other": "x"})
+    assert r.status_code == 422
+    assert "file" in r.json()["detail"]
+
+
+async def test_enroll_for_unknown_person_is_404(client):
+    r = await client.post(f"/v1/people/{uuid.uuid4()}/faces", files={"file": ("a.jpg", b"x")})
+    assert r.status_code == 404
+
+
+async def test_enroll_file_over_the_limit_is_413(app, client, settings, enrolled_person):
+    small = settings.model_copy(update={"enroll_max_bytes": 1000})
+    app.dependency_overrides[get_settings] = lambda: small
+    try:
+        r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("a.jpg", b"x" * 1001)})
+    finally:
+        del app.dependency_overrides[get_settings]
+    assert r.status_code == 413
+    assert "larger than 1000 bytes" in r.json()["detail"]
+
+
+async def test_enroll_with_conflicting_keys_is_422(client, enrolled_person):
+    r = await client.post(
+        f"/v1/people/{enrolled_person}/faces",
+        params={"face_id": str(uuid.uuid4())},
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+        files={"file": ("a.jpg", b"x")},
+    )
+    assert r.status_code == 422
+
+
+# --------------------------------------------------------------------------- re-runs
+
+
+async def test_rerun_publishes_the_next_run_with_the_stored_bytes(client, seed_image, tail, db):
+    submitted = tail(SUBMITTED)
+    content = b"the original upload"
+    image_id = await seed_image(
+        status="failed", run=2, content=content, camera="door", reason="corrupt_image"
+    )
+
+    r = await client.post(f"/v1/images/{image_id}/rerun")
+
+    assert r.status_code == 202
+    assert r.json() == {"image_id": str(image_id), "run": 3}
+    env = await submitted.find(str(image_id))
+    event = env.data
+    assert isinstance(event, ImageSubmitted)
+    assert (event.image_id, event.run, event.filename, event.camera) == (
+        str(image_id),
+        3,
+        "photo.jpg",
+        "door",
+    )
+    assert base64.b64decode(event.image_b64) == content
+    assert event.sha256 == hashlib.sha256(content).hexdigest()
+    assert event.size_bytes == len(content)
+    assert event.metadata == {"k": "v"}
+    # The projector, not the API, moves the image back to pending.
+    assert await db.fetchval("SELECT status FROM images WHERE id = $1", image_id) == "failed"
+
+
+@pytest.mark.parametrize("status", ["pending", "processed"])
+async def test_rerun_of_an_image_still_running_or_named_is_409(client, seed_image, status):
+    image_id = await seed_image(status=status)
+    r = await client.post(f"/v1/images/{image_id}/rerun")
+    assert r.status_code == 409
+    assert f"is {status}" in r.json()["detail"]
+
+
+async def test_rerun_without_stored_bytes_is_409(client, seed_image):
+    image_id = await seed_image(status="unresolved", content=None)
+    r = await client.post(f"/v1/images/{image_id}/rerun")
+    assert r.status_code == 409
+    assert "no longer stored" in r.json()["detail"]
+
+
+async def test_rerun_of_unknown_image_is_404(client):
+    r = await client.post(f"/v1/images/{uuid.uuid4()}/rerun")
+    assert r.status_code == 404
+
+
+async def test_rerun_all_of_a_status(client, seed_image, tail):
+    submitted = tail(SUBMITTED)
+    # The oldest unresolved images in the shared database, so limit=3 picks exactly these.
+    long_ago = datetime(1970, 1, 2, tzinfo=UTC)
+    first = await seed_image(status="unresolved", submitted_at=long_ago, run=0)
+    second = await seed_image(status="unresolved", submitted_at=long_ago + timedelta(seconds=1), run=4)
+    await seed_image(status="unresolved", submitted_at=long_ago + timedelta(seconds=2), content=None)
+
+    r = await client.post("/v1/images/rerun", params={"status": "unresolved", "limit": 3})
+
+    assert r.status_code == 202
+    assert r.json() == {"rerun": 2, "skipped": 1}
+    assert (await submitted.find(str(first))).data.run == 1
+    assert (await submitted.find(str(second))).data.run == 5
+
+
+@pytest.mark.parametrize("params", [{"status": "pending"}, {}, {"status": "failed", "limit": 0}])
+async def test_rerun_all_rejects_bad_parameters(client, params):
+    r = await client.post("/v1/images/rerun", params=params)
+    assert r.status_code == 422
+
+
+# --------------------------------------------------------------------------- pages and ops
+
+
+async def test_page_lists_images_and_escapes_client_text(client, seed_image, person):
+    villain = await person("<b>Mallory</b>")
+    await seed_image(
+        filename="<script>alert(1)</script>.jpg",
+        status="unresolved",
+        reason="no_face",
+        faces=((villain, "x"),),
+    )
+
+    r = await client.get("/")
+
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "<script>" not in r.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in r.text
+    assert "&lt;b&gt;Mallory&lt;/b&gt;" in r.text
+    assert f"href='/people/{villain}'" in r.text
+    assert "class='status unresolved'" in r.text
+
+    filtered = await client.get("/", params={"status": "failed"})
+    assert filtered.status_code == 200
+    assert "&lt;script&gt;" not in filtered.text
+
+    page = await client.get(f"/people/{villain}")
+    assert page.status_code == 200
+    assert "<b>Mallory" not in page.text
+    assert "&lt;b&gt;Mallory&lt;/b&gt;" in page.text
+
+
+async def test_page_for_unknown_person_is_404(client):
+    r = await client.get(f"/people/{uuid.uuid4()}")
+    assert r.status_code == 404
+
+
+async def test_health_readiness_and_metrics(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "checks": {"database": True, "kafka": True}}
+
+    await client.get(f"/v1/images/{uuid.uuid4()}")
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    # Labelled by route template, so the label set stays bounded.
+    for labels in (
+        'method="GET",route="/healthz",service="api",status="200"',
+        'method="GET",route="/v1/images/{image_id}",service="api",status="404"',
+    ):
+        assert f"facestream_http_requests_total{{{labels}}}" in metrics.text

@@ -1,0 +1,213 @@
+"""The pipeline on the real broker and database, driven through its topics and APIs.
+
+The topics are a public interface: these tests publish and consume with plain
+confluent-kafka, exactly as the README shows any client doing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from schemas import codec, topics
+from schemas import events as ev
+from tests.e2e.test_lfw import submit, wait_final
+from tests.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+
+def publish_image(kafka: str, data: bytes, filename: str = "x.jpg") -> str:
+    """What any client does to submit an image through the topic (see README)."""
+    image_id = str(uuid.uuid4())
+    event = {
+        "id": str(uuid.uuid4()),
+        "type": "facestream.image.submitted",
+        "version": 1,
+        "time": datetime.now(UTC).isoformat(),
+        "source": "a-plain-kafka-client",
+        "trace_id": uuid.uuid4().hex,
+        "data": {
+            "image_id": image_id,
+            "filename": filename,
+            "size_bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "image_b64": base64.b64encode(data).decode(),
+            "submitted_at": datetime.now(UTC).isoformat(),
+        },
+    }
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce("images.submitted", key=image_id, value=json.dumps(event))
+    assert producer.flush(30) == 0
+    return image_id
+
+
+def consume_until(kafka: str, topic: str, match: Any, timeout: float = 120) -> list[dict[str, Any]]:
+    """Read ``topic`` from the beginning with a fresh group until ``match(event)`` holds."""
+    consumer = Consumer(
+        {"bootstrap.servers": kafka, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            event = json.loads(msg.value())
+            if match(event):
+                found.append(event)
+                return found
+    finally:
+        consumer.close()
+    raise AssertionError(f"no matching event on {topic} within {timeout}s")
+
+
+def test_an_image_published_by_any_kafka_client_is_processed_like_an_upload(
+    platform: Platform, kafka_bootstrap: str, faces_dir: Path
+) -> None:
+    image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
+    [result] = consume_until(
+        kafka_bootstrap,
+        "images.results",
+        lambda e: e["type"] == "facestream.faces.recognized" and e["data"]["image_id"] == image_id,
+    )
+    data = result["data"]
+    assert len(data["faces"]) == 2
+    assert {"box", "person_id", "distance"} <= set(data["faces"][0])
+    assert data["rule"]["tolerance"] > 0 and data["model"]["detector"] == "hog"
+    with httpx.Client(base_url=platform.api_url) as api:
+        final = wait_final(api, [image_id])[image_id]
+    assert final["status"] in {"processed", "unresolved"}
+    assert len(final["faces"]) == 2
+
+
+def test_ingest_publishes_one_event_per_file_keyed_by_image_id(
+    platform: Platform, kafka_bootstrap: str, faces_dir: Path
+) -> None:
+    with httpx.Client(base_url=platform.ingest_url) as ingest:
+        ids = submit(
+            ingest, [faces_dir / "sample/examples/obama.jpg", faces_dir / "sample/examples/biden.jpg"]
+        )
+    seen: set[str] = set()
+
+    def ours(e: dict[str, Any]) -> bool:
+        if e["data"].get("image_id") in ids:
+            seen.add(e["data"]["image_id"])
+        return seen == set(ids)
+
+    consume_until(kafka_bootstrap, "images.submitted", ours)
+
+
+async def _face_rows(database_url: str, image_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch("SELECT * FROM faces WHERE image_id = $1 ORDER BY face_index", image_id))
+    finally:
+        await conn.close()
+
+
+async def test_redelivered_and_stale_results_change_nothing(
+    platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
+) -> None:
+    image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
+    [result] = consume_until(
+        kafka_bootstrap,
+        "images.results",
+        lambda e: e["type"] == "facestream.faces.recognized" and e["data"]["image_id"] == image_id,
+    )
+    with httpx.Client(base_url=platform.api_url) as api:
+        before = wait_final(api, [image_id])[image_id]
+        rows_before = await _face_rows(database_url, image_id)
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for value in (result, result):  # the same result, redelivered twice more
+            producer.produce("images.results", key=image_id, value=json.dumps(value))
+        assert producer.flush(30) == 0
+        marker = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/obama.jpg").read_bytes())
+        wait_final(api, [marker])  # the projector has moved past the duplicates
+        time.sleep(1)
+        after = api.get(f"/v1/images/{image_id}").json()
+    rows_after = await _face_rows(database_url, image_id)
+    assert len(rows_after) == len(rows_before) == 2
+    assert [dict(r) for r in rows_after] == [dict(r) for r in rows_before]
+    assert after["status"] == before["status"]
+    assert after["faces"] == before["faces"]
+
+
+def test_a_truncated_image_fails_with_its_reason_and_is_dead_lettered(
+    platform: Platform, kafka_bootstrap: str, faces_dir: Path
+) -> None:
+    data = (faces_dir / "sample/examples/obama.jpg").read_bytes()
+    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+        r = ingest.post("/v1/images", files=[("files", ("cut.jpg", data[: len(data) // 2]))])
+        assert r.status_code == 202  # the header is fine; the damage shows only when decoding
+        image_id = r.json()["data"][0]["id"]
+        final = wait_final(api, [image_id])[image_id]
+    assert final["status"] == "failed"
+    assert final["status_reason"] == "corrupt_image"
+    consume_until(
+        kafka_bootstrap,
+        topics.DEAD_LETTER,
+        lambda e: (
+            e["data"].get("request") is not None
+            and e["data"]["request"]["image"]["image_id"] == image_id
+            and e["data"]["reason"] == "corrupt_image"
+        ),
+    )
+
+
+def test_garbage_on_a_topic_is_dead_lettered_with_a_reason(platform: Platform, kafka_bootstrap: str) -> None:
+    key = str(uuid.uuid4())
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce("images.submitted", key=key, value=b"{this is not json " + key.encode())
+    assert producer.flush(30) == 0
+    [parked] = consume_until(
+        kafka_bootstrap, topics.DEAD_LETTER, lambda e: key in (e["data"].get("raw") or "")
+    )
+    env = codec.decode(json.dumps(parked))
+    assert isinstance(env.data, ev.ImageDeadLettered)
+    assert env.data.reason == ev.FailureReason.INVALID_EVENT
+    assert env.data.topic == "images.submitted"
+
+
+def _worker_pids(supervisor_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True).stdout.split()
+    pids = []
+    for pid in map(int, out):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"resource_tracker" not in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_dir: Path) -> None:
+    photos = sorted((faces_dir / "lfw-dev/known").glob("A*/*_0001.jpg"))[:16]
+    pids = _worker_pids(platform.procs["recognizer"].pid)
+    assert pids, "no recognizer worker processes found"
+    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+        ids = submit(ingest, photos)
+        time.sleep(0.5)  # mid-batch: some done, one in each worker's hands
+        os.kill(pids[0], signal.SIGKILL)
+        results = wait_final(api, list(ids), timeout=240)
+    assert {r["status"] for r in results.values()} <= {"processed", "unresolved"}
+    assert all(len(r["faces"]) >= 1 for r in results.values())
+    # the supervisor replaced the dead worker
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_worker_pids(platform.procs["recognizer"].pid)) < len(pids):
+        time.sleep(0.5)
+    assert len(_worker_pids(platform.procs["recognizer"].pid)) == len(pids)
