@@ -173,4 +173,5 @@ def test_group_photos_and_odd_inputs(platform: Platform, faces_dir: Path) -> Non
             assert (r["status"], r["status_reason"]) == (status, reason), (path.name, r)
         for f in r["faces"]:
             b = f["box"]
-            assert 0 <= b["left"] < b["right"] <= r["width"] and 0 <= b["top"] < b["bottom"] <= r["height"]
+            assert 0 <= b["left"] < b["right"] <= r["width"]
+            assert 0 <= b["top"] < b["bottom"] <= r["height"]
