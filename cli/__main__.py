@@ -49,12 +49,17 @@ def submit(ingest: httpx.Client, folder: Path, batch: int = 10) -> dict[str, Pat
         chunk = files[i : i + batch]
         handles = [p.open("rb") for p in chunk]
         try:
-            r = ingest.post("/v1/images", files=[("files", (p.name, h)) for p, h in zip(chunk, handles, strict=True)])
+            r = ingest.post(
+                "/v1/images", files=[("files", (p.name, h)) for p, h in zip(chunk, handles, strict=True)]
+            )
         finally:
             for h in handles:
                 h.close()
         if r.status_code != 202:
-            print(f"  ! batch {i // batch + 1}: {r.status_code} {r.json().get('detail', r.text)}", file=sys.stderr)
+            print(
+                f"  ! batch {i // batch + 1}: {r.status_code} {r.json().get('detail', r.text)}",
+                file=sys.stderr,
+            )
             continue
         for item, path in zip(r.json()["data"], chunk, strict=True):
             ids[item["id"]] = path
@@ -89,7 +94,9 @@ def report(ids: dict[str, Path], results: dict[str, dict[str, Any]]) -> None:
             continue
         names = [f["person_name"] or "unknown" for f in res.get("faces", [])]
         extra = res.get("status_reason") or ""
-        print(f"{path.name[:40]:40} {res['status']:11} {', '.join(names) or '-'} {('(' + extra + ')') if extra else ''}")
+        print(
+            f"{path.name[:40]:40} {res['status']:11} {', '.join(names) or '-'} {f'({extra})' if extra else ''}"
+        )
 
 
 def _all_people(api: httpx.Client) -> list[dict[str, Any]]:
@@ -126,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
 
-    with httpx.Client(base_url=args.api, timeout=60) as api, httpx.Client(base_url=args.ingest, timeout=60) as ing:
+    with (
+        httpx.Client(base_url=args.api, timeout=60) as api,
+        httpx.Client(base_url=args.ingest, timeout=60) as ing,
+    ):
         try:
             if args.command == "enroll":
                 enroll(api, args.folder, args.per_person)

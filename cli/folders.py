@@ -6,7 +6,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".pgm", ".ppm", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".pgm", ".ppm", ".tif", ".tiff"}
+)
 _NUMBERED = re.compile(r"^(?P<name>.+?)[_-]?\d+$")
 
 

@@ -17,9 +17,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Open a pool (jsonb as Python objects) and apply the schema. Raises on failure."""
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
-    async with pool.acquire() as conn:
-        # One session at a time creates the schema (several services start together).
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(727274)")
-            await conn.execute(SCHEMA)
+    # One session at a time creates the schema (several services start together).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(727274)")
+        await conn.execute(SCHEMA)
     return pool

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.routing import Match
 
 HTTP_REQUESTS = Counter(
     "facestream_http_requests_total", "HTTP requests handled.", ["service", "method", "route", "status"]
@@ -49,12 +48,6 @@ def instrument(app: FastAPI, service: str) -> None:
 
     @app.middleware("http")
     async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        route = "unmatched"
-        for r in app.router.routes:
-            match, _ = r.matches(request.scope)
-            if match == Match.FULL:
-                route = getattr(r, "path", "unmatched")
-                break
         start = time.perf_counter()
         status = 500
         try:
@@ -62,5 +55,8 @@ def instrument(app: FastAPI, service: str) -> None:
             status = response.status_code
             return response
         finally:
+            # Routing records the matched route in the scope. (Scanning app.router.routes
+            # does not work: FastAPI lists an included router as one opaque entry.)
+            route = getattr(request.scope.get("route"), "path", "unmatched")
             HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - start)
             HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()

@@ -20,7 +20,7 @@ def main() -> int:
     parser.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz")
     args = parser.parse_args()
     overrides = {k: v for k, v in {"workers": args.workers, "metrics_port": args.metrics_port}.items() if v}
-    settings = RecognizerSettings(**overrides)  # type: ignore[arg-type]
+    settings = RecognizerSettings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s recognizer %(levelname)s %(message)s")
     # Each worker writes its metrics to files here; the supervisor's /metrics sums them.
     own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ

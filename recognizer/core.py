@@ -7,17 +7,19 @@ measured is what runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from recognizer.errors import ImageRejected
-from recognizer.gallery import Gallery, Match, MatchRule
-from schemas.events import Box, FailureReason, ModelInfo, Outcome
+from recognizer.gallery import Gallery, Match
+from schemas.events import Box, FailureReason, MatchRule, ModelInfo, Outcome
 
 with warnings.catch_warnings():
     # face_recognition_models still imports pkg_resources, which warns on import.
@@ -61,7 +63,7 @@ class DetectionConfig:
 @dataclass(frozen=True)
 class FoundFace:
     box: Box
-    encoding: np.ndarray  # shape (128,), float64
+    encoding: npt.NDArray[np.float64]  # shape (128,)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Recognition:
         return Outcome.UNKNOWN_FACES
 
 
-def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> np.ndarray:
+def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> npt.NDArray[np.uint8]:
     """Decode image bytes to an upright RGB ``uint8`` array (H, W, 3).
 
     Handles EXIF orientation, RGBA/greyscale/palette/16-bit modes and any accepted format
@@ -95,7 +97,7 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> np.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             if fmt not in ACCEPTED_FORMATS:
                 raise ImageRejected(FailureReason.NOT_AN_IMAGE, f"unsupported image format {fmt}")
@@ -113,10 +115,8 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> np.
         raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(FailureReason.CORRUPT_IMAGE, f"cannot decode {fmt}: {exc}") from None
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
         img = ImageOps.exif_transpose(img) or img
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
-        pass
     if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
         # Flatten transparency onto white rather than letting it turn black.
         rgba = img.convert("RGBA")
@@ -128,7 +128,7 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> np.
 
 
 def find_faces(
-    rgb: np.ndarray, cfg: DetectionConfig, timings: dict[str, float] | None = None
+    rgb: npt.NDArray[np.uint8], cfg: DetectionConfig, timings: dict[str, float] | None = None
 ) -> list[FoundFace]:
     """Find and encode every face, left to right. Boxes are in ``rgb``'s pixels."""
     t0 = time.perf_counter()
@@ -137,7 +137,9 @@ def find_faces(
     small = rgb
     if scale < 1.0:
         small = np.asarray(
-            Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+            Image.fromarray(rgb).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+            )
         )
     locations = face_recognition.face_locations(
         small, number_of_times_to_upsample=cfg.upsample, model=cfg.detector

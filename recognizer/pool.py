@@ -76,7 +76,7 @@ def _mark_dead(pid: int | None) -> None:
     if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def serve_ops(sup: Supervisor, host: str, port: int) -> ThreadingHTTPServer:
@@ -86,7 +86,7 @@ def serve_ops(sup: Supervisor, host: str, port: int) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 registry = CollectorRegistry()
-                multiprocess.MultiProcessCollector(registry)
+                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
                 body, ctype, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
             elif self.path == "/healthz":
                 body, ctype, code = b'{"status":"ok"}', "application/json", 200

@@ -12,7 +12,6 @@ from recognizer.core import DetectionConfig
 from recognizer.gallery import default_rule
 from schemas.events import MatchRule
 
-
 #: The shipped decision rule, chosen on lfw-dev (docs/MATCHING.md); each part is a setting.
 _RULE = default_rule()
 

@@ -95,12 +95,13 @@ class GalleryFeed:
         return applied
 
     def _apply(self, msg: Message) -> None:
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("gallery read error: %s", msg.error())
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("gallery read error: %s", err)
             return
         key = (msg.key() or b"").decode("utf-8", "replace")
-        self.gallery.version = msg.offset() + 1
+        self.gallery.version = (msg.offset() or 0) + 1
         value = msg.value()
         if value is None:  # tombstone: erase the person or the face
             kind, _, rest = key.partition(":")
@@ -187,9 +188,10 @@ class Worker:
                 if msg is None:
                     self.producer.poll(0)
                     continue
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume error: %s", msg.error())
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", err)
                     continue
                 self.handle(msg)
                 if self._fatal:
@@ -210,7 +212,7 @@ class Worker:
             dead = ev.ImageDeadLettered(
                 reason=ev.FailureReason.INVALID_EVENT,
                 detail=str(exc),
-                topic=msg.topic(),
+                topic=msg.topic() or "",
                 partition=msg.partition(),
                 offset=msg.offset(),
                 raw=(msg.value() or b"")[:65536].decode("utf-8", "replace"),
@@ -300,7 +302,9 @@ class Worker:
 
     def _publish(self, topic: str, key: bytes | None, value: bytes, source_msg: Message) -> None:
         """Produce; once acknowledged, store ``source_msg``'s offset for the next commit."""
-        tp = TopicPartition(source_msg.topic(), source_msg.partition(), source_msg.offset() + 1)
+        tp = TopicPartition(
+            source_msg.topic() or "", source_msg.partition() or 0, (source_msg.offset() or 0) + 1
+        )
 
         def on_delivery(err: KafkaError | None, _m: Message) -> None:
             if err is not None:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -63,7 +64,7 @@ class Database:
         self._lock = asyncio.Lock()
         self.available = False
 
-    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    async def run(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         delay = 0.2
         while True:
             try:
@@ -135,7 +136,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     async def dead_letter(
         reason: ev.FailureReason,
         detail: str,
-        event: faust.EventT | None,
+        event: faust.EventT[bytes] | None,
         request: ev.RecognitionRequested | None = None,
         trace_id: str | None = None,
     ) -> None:
@@ -243,9 +244,7 @@ def create_app(settings: StreamSettings) -> faust.App:
             )
             metrics.DISPATCHED.labels("retry").inc()
 
-    async def project(
-        event: faust.EventT, fn: Callable[[asyncpg.Connection], Awaitable[Any]], etype: str
-    ) -> None:
+    async def project(event: faust.EventT[bytes], fn: Callable[[Any], Awaitable[Any]], etype: str) -> None:
         start = asyncio.get_running_loop().time()
         try:
             await db.run(fn)
@@ -267,8 +266,11 @@ def create_app(settings: StreamSettings) -> faust.App:
                 continue  # dispatch dead-letters it (or skips an unknown type)
             await project(
                 event,
-                lambda c, i=image, t=env.trace_id: projector.image_submitted(
-                    c, i, t, settings.keep_image_bytes
+                partial(
+                    projector.image_submitted,
+                    e=image,
+                    trace_id=env.trace_id,
+                    keep_bytes=settings.keep_image_bytes,
                 ),
                 "image_submitted",
             )
@@ -289,12 +291,12 @@ def create_app(settings: StreamSettings) -> faust.App:
             now = datetime.now(UTC)
             if isinstance(data, ev.FacesRecognized):
                 await project(
-                    event, lambda c, d=data: projector.faces_recognized(c, d, now), "faces_recognized"
+                    event, partial(projector.faces_recognized, e=data, finished_at=now), "faces_recognized"
                 )
                 status = "processed" if data.outcome == ev.Outcome.IDENTIFIED else "unresolved"
                 started = data.submitted_at
             elif isinstance(data, ev.ImageFailed):
-                await project(event, lambda c, d=data: projector.image_failed(c, d), "image_failed")
+                await project(event, partial(projector.image_failed, e=data), "image_failed")
                 status, started = "failed", None
             else:
                 metrics.SKIPPED.labels(topics.RESULTS).inc()
@@ -309,7 +311,7 @@ def create_app(settings: StreamSettings) -> faust.App:
         async for event in stream.events():
             key = (event.key or b"").decode("utf-8", "replace")
             if event.value is None:
-                await project(event, lambda c, k=key: projector.gallery_tombstone(c, k), "gallery_tombstone")
+                await project(event, partial(projector.gallery_tombstone, key=key), "gallery_tombstone")
                 continue
             try:
                 data = codec.decode(event.value).data
@@ -317,9 +319,9 @@ def create_app(settings: StreamSettings) -> faust.App:
                 metrics.SKIPPED.labels(topics.GALLERY).inc()
                 continue
             if isinstance(data, ev.PersonEnrolled):
-                await project(event, lambda c, d=data: projector.person_enrolled(c, d), "person_enrolled")
+                await project(event, partial(projector.person_enrolled, e=data), "person_enrolled")
             elif isinstance(data, ev.FaceEnrolled):
-                await project(event, lambda c, d=data: projector.face_enrolled(c, d), "face_enrolled")
+                await project(event, partial(projector.face_enrolled, e=data), "face_enrolled")
 
     @app.page("/healthz")
     async def healthz(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
@@ -341,7 +343,7 @@ def create_app(settings: StreamSettings) -> faust.App:
 
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def open_database() -> None:
         """Connect early so readiness reflects the database before the first event."""
         await db.run(lambda c: c.fetchval("SELECT 1"))

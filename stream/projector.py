@@ -174,7 +174,8 @@ async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
             e.person_id,
         )
         await conn.execute(
-            """INSERT INTO person_faces (id, person_id, filename, box, enrolled_at) VALUES ($1, $2, $3, $4, $5)
+            """INSERT INTO person_faces (id, person_id, filename, box, enrolled_at)
+               VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (id) DO NOTHING""",
             e.face_id,
             e.person_id,

@@ -70,7 +70,7 @@ def consume_until(kafka: str, topic: str, match: Any, timeout: float = 120) -> l
             msg = consumer.poll(0.5)
             if msg is None or msg.error() or msg.value() is None:
                 continue
-            event = json.loads(msg.value())
+            event = json.loads(msg.value() or b"null")
             if match(event):
                 found.append(event)
                 return found
