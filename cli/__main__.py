@@ -93,10 +93,8 @@ def report(ids: dict[str, Path], results: dict[str, dict[str, Any]]) -> None:
             print(f"{path.name[:40]:40} {'(pending)':11}")
             continue
         names = [f["person_name"] or "unknown" for f in res.get("faces", [])]
-        extra = res.get("status_reason") or ""
-        print(
-            f"{path.name[:40]:40} {res['status']:11} {', '.join(names) or '-'} {f'({extra})' if extra else ''}"
-        )
+        reason = f"({res['status_reason']})" if res.get("status_reason") else ""
+        print(f"{path.name[:40]:40} {res['status']:11} {', '.join(names) or '-'} {reason}")
 
 
 def _all_people(api: httpx.Client) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -142,6 +142,31 @@ async def person(db: asyncpg.Connection) -> AsyncIterator[Callable[[str], Awaita
 
     yield make
     await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", created)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def forget(db: asyncpg.Connection, kafka_bootstrap: str) -> AsyncIterator[Callable[[uuid.UUID], None]]:
+    """Register people enrolled through the API; afterwards they leave the shared gallery.
+
+    Tombstones on the gallery topic remove them (and their faces) for every recognizer and
+    projector on the test broker, so other tests never match a face against them.
+    """
+    people: list[uuid.UUID] = []
+    yield people.append
+    keys = []
+    for person_id in people:
+        faces = await db.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
+        keys += [face_key(str(person_id), str(f["id"])) for f in faces]
+        keys.append(person_key(str(person_id)))
+    await asyncio.to_thread(_tombstone, kafka_bootstrap, keys)
+    await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", people)
+
+
+def _tombstone(bootstrap: str, keys: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key in keys:
+        producer.produce(GALLERY, key=key, value=None)
+    assert producer.flush(10) == 0, "gallery tombstones not delivered"
 
 
 class TopicTail:
@@ -297,9 +322,10 @@ async def test_list_defaults_to_fifty_newest(client):
 # --------------------------------------------------------------------------- people
 
 
-async def test_create_person_publishes_person_enrolled_and_retries_safely(client, tail, db):
+async def test_create_person_publishes_person_enrolled_and_retries_safely(client, tail, db, forget):
     gallery = tail(GALLERY)
     person_id = uuid.uuid4()
+    forget(person_id)
 
     r = await client.post("/v1/people", json={"id": str(person_id), "name": "  Grace Hopper "})
 
@@ -319,15 +345,14 @@ async def test_create_person_publishes_person_enrolled_and_retries_safely(client
     other = await client.post("/v1/people", json={"id": str(person_id), "name": "Somebody Else"})
     assert other.status_code == 409
     assert "another name" in other.json()["detail"]
-    await db.execute("DELETE FROM people WHERE id = $1", person_id)
 
 
-async def test_create_person_without_id_gets_one(client, db):
+async def test_create_person_without_id_gets_one(client, db, forget):
     r = await client.post("/v1/people", json={"name": "Ada"})
     assert r.status_code == 201
     person_id = uuid.UUID(r.json()["id"])
+    forget(person_id)
     assert await db.fetchval("SELECT name FROM people WHERE id = $1", person_id) == "Ada"
-    await db.execute("DELETE FROM people WHERE id = $1", person_id)
 
 
 @pytest.mark.parametrize(
@@ -401,12 +426,12 @@ async def test_unknown_person_is_404(client, suffix):
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def enrolled_person(client, db) -> AsyncIterator[uuid.UUID]:
-    r = await client.post("/v1/people", json={"name": "Barack Obama"})
+async def enrolled_person(client, forget) -> uuid.UUID:
+    r = await client.post("/v1/people", json={"name": "api-test person"})
     assert r.status_code == 201
     person_id = uuid.UUID(r.json()["id"])
-    yield person_id
-    await db.execute("DELETE FROM people WHERE id = $1", person_id)
+    forget(person_id)
+    return person_id
 
 
 async def test_enroll_face_publishes_face_enrolled(client, tail, enrolled_person, faces_dir: Path):
