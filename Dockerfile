@@ -1,0 +1,25 @@
+# One image for every facestream service (the command picks the service).
+# Multi-stage: dependencies are built in a throw-away stage; the runtime stage is slim,
+# runs as a non-root user and carries the dlib model files (face_recognition_models).
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml ./
+RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps face_recognition==1.3.0
+
+FROM python:3.11.11-slim-bookworm
+RUN useradd --uid 10001 --create-home facestream
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY schemas ./schemas
+COPY common ./common
+COPY ingest ./ingest
+COPY stream ./stream
+COPY recognizer ./recognizer
+COPY api ./api
+COPY cli ./cli
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+USER 10001
+# Overridden per service: python -m ingest | stream | recognizer | api
+CMD ["python", "-m", "ingest"]
