@@ -5,7 +5,8 @@ Where do the broker and database come from, in this order:
 2. a Docker engine that answers: testcontainers starts Kafka / PostgreSQL;
 3. otherwise ``scripts/kafka.sh`` and ``scripts/postgres.sh`` start them natively on
    test ports (19092, 15432), and stop them at the end of the session
-   (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run).
+   (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run; a service that was
+   already running is left running).
 """
 
 from __future__ import annotations
@@ -45,12 +46,24 @@ def _docker_answers() -> bool:
     return False
 
 
-def _script(name: str, action: str, env: dict[str, str]) -> None:
-    subprocess.run(
+def _script(name: str, action: str, env: dict[str, str]) -> bool:
+    """Run scripts/<name> <action>; returns whether it succeeded (``start`` must)."""
+    done = subprocess.run(
         ["bash", str(ROOT / "scripts" / name), action],
-        check=True,
+        check=action == "start",
         env={**os.environ, "PYTHON": sys.executable, "FACESTREAM_RUN_DIR": str(TEST_RUN_DIR), **env},
+        capture_output=action == "status",
     )
+    return done.returncode == 0
+
+
+def _start(name: str, env: dict[str, str]) -> bool:
+    """Start a service unless it already runs; returns whether this session started it
+    (and so must stop it): concurrent test sessions share one broker and database."""
+    if _script(name, "status", env):
+        return False
+    _script(name, "start", env)
+    return True
 
 
 def _keep() -> bool:
@@ -76,9 +89,9 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     env = {"KAFKA_PORT": str(KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
-    _script("kafka.sh", "start", env)
+    started = _start("kafka.sh", env)
     yield f"127.0.0.1:{KAFKA_PORT}"
-    if not _keep():
+    if started and not _keep():
         _script("kafka.sh", "stop", env)
 
 
@@ -94,9 +107,9 @@ def database_url() -> Iterator[str]:
             yield pg.get_connection_url()
         return
     env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off"}
-    _script("postgres.sh", "start", env)
+    started = _start("postgres.sh", env)
     yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
-    if not _keep():
+    if started and not _keep():
         _script("postgres.sh", "stop", env)
 
 

@@ -1,0 +1,99 @@
+"""The results API's composition root: :func:`create_app` wires settings, clients and routes.
+
+Nothing connects at import time. The lifespan creates the topics if missing, the
+database pool (which applies the schema), the Kafka producer and the process pool that
+encodes enrollment photos, and closes them in reverse order on shutdown. Start-up fails
+(and the process exits) if the broker or the database does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.deps import Resources
+from api.enrollment import warm_up
+from api.publishing import BrokerUnavailable
+from api.routes import images, page, people
+from api.settings import ApiSettings
+from common.db import create_pool
+from common.http import instrument, ops_router
+from common.kafka import AsyncProducer, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """Build the app; its clients exist only while its lifespan runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await asyncio.to_thread(ensure_topics, settings.librdkafka())
+            pool = await create_pool(
+                settings.database_url.get_secret_value(), max_size=settings.db_pool_max_size
+            )
+            stack.push_async_callback(pool.close)
+            producer = AsyncProducer(
+                settings.librdkafka(**{"delivery.timeout.ms": settings.kafka_delivery_timeout_ms})
+            )
+            stack.push_async_callback(asyncio.to_thread, producer.close)
+            # One worker: dlib is CPU-bound and enrollments are rare. "spawn", because
+            # forking a process that runs threads (the producer's) can deadlock the child.
+            encoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            stack.push_async_callback(asyncio.to_thread, encoder.shutdown, wait=True, cancel_futures=True)
+            encoder.submit(warm_up)  # in the background: start-up does not wait for it
+            app.state.resources = Resources(pool=pool, producer=producer, encoder=encoder)
+            log.info("api ready on %s:%s", settings.api_host, settings.api_port)
+            yield
+
+    async def readiness() -> dict[str, bool]:
+        resources: Resources = app.state.resources
+        return {
+            "database": await _database_answers(resources.pool),
+            "kafka": await asyncio.to_thread(resources.producer.ready),
+        }
+
+    app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(ops_router(readiness))
+    app.include_router(images.router)
+    app.include_router(people.router)
+    app.include_router(page.router)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    instrument(app, "api")
+    return app
+
+
+async def _database_answers(pool: asyncpg.Pool) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+        return True
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable sentence (FastAPI's default ``detail`` is a list of objects)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    return JSONResponse(
+        {"detail": f"invalid request: {problems}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
+
+
+async def _broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)

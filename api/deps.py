@@ -1,0 +1,52 @@
+"""What routes depend on, as ``Annotated`` aliases; the clients themselves come from
+:func:`api.app.create_app`'s lifespan, never from import time.
+
+Tests swap any of them through ``app.dependency_overrides[get_x]``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+import asyncpg
+from fastapi import Depends, Request
+
+from api.settings import ApiSettings
+from common.kafka import AsyncProducer
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The clients one running app holds; created and closed by its lifespan."""
+
+    pool: asyncpg.Pool
+    producer: AsyncProducer
+    encoder: Executor  # runs api.enrollment.scan_photo out of the event loop
+
+
+def _resources(request: Request) -> Resources:
+    return cast(Resources, request.app.state.resources)
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return cast(ApiSettings, request.app.state.settings)
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    return _resources(request).pool
+
+
+def get_producer(request: Request) -> AsyncProducer:
+    return _resources(request).producer
+
+
+def get_encoder(request: Request) -> Executor:
+    return _resources(request).encoder
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+ProducerDep = Annotated[AsyncProducer, Depends(get_producer)]
+EncoderDep = Annotated[Executor, Depends(get_encoder)]

@@ -1,0 +1,145 @@
+"""Request and response bodies of the results API (``XPublic`` / ``XsPublic{data,count}``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from schemas.events import Box
+
+
+def _storable(v: str) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates are not UTF-8: refuse them
+    # here as bad input rather than fail in the database with a 500.
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return v
+
+
+#: Client-supplied text that will be stored or compared in the database.
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+def storable_filename(name: str | None) -> str | None:
+    """An uploaded file's name, made storable (multipart names are not validated input)."""
+    if name is None:
+        return None
+    return name.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:1024] or None
+
+
+class ImageStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    UNRESOLVED = "unresolved"
+    FAILED = "failed"
+
+
+class RerunnableStatus(StrEnum):
+    """The statuses a re-run may start from: the image's last run is over without a name."""
+
+    UNRESOLVED = "unresolved"
+    FAILED = "failed"
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class FacePublic(_Public):
+    index: int
+    box: Box
+    person_id: uuid.UUID | None
+    person_name: str | None
+    distance: float | None
+
+
+class ImagePublic(_Public):
+    id: uuid.UUID
+    status: ImageStatus
+    status_reason: str | None
+    status_detail: str | None
+    filename: str | None
+    content_type: str | None
+    size_bytes: int | None
+    source: str | None
+    camera: str | None
+    metadata: dict[str, Any]
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    width: int | None
+    height: int | None
+    face_count: int | None
+    run: int
+    attempts: int
+    gallery_version: int | None
+    rule: dict[str, Any] | None
+    model: dict[str, Any] | None
+    faces: list[FacePublic]
+
+
+class ImagesPublic(_Public):
+    data: list[ImagePublic]
+    count: int = Field(description="Images matching the filter, whatever the page.")
+
+
+class RerunPublic(_Public):
+    image_id: uuid.UUID
+    run: int = Field(description="The run the resubmitted image will be recognized as.")
+
+
+class RerunsPublic(_Public):
+    rerun: int = Field(description="Images resubmitted.")
+    skipped: int = Field(description="Images of that status whose bytes are no longer stored.")
+
+
+class PersonCreate(BaseModel):
+    """``id`` is optional; a client that sends one may retry the request safely."""
+
+    id: uuid.UUID | None = None
+    name: Annotated[Text, Field(min_length=1, max_length=200, description="Shown as given, trimmed.")]
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be blank")
+        return v
+
+
+class PersonPublic(_Public):
+    id: uuid.UUID
+    name: str
+    face_count: int
+    created_at: datetime
+
+
+class PeoplePublic(_Public):
+    data: list[PersonPublic]
+    count: int
+
+
+class EnrolledFacePublic(_Public):
+    face_id: uuid.UUID
+    person_id: uuid.UUID
+    box: Box | None
+    filename: str | None
+    enrolled_at: datetime
+
+
+class PersonDetailPublic(PersonPublic):
+    faces: list[EnrolledFacePublic]
+
+
+class FaceEnrollmentPublic(EnrolledFacePublic):
+    faces_found: int | None = Field(
+        description="Faces in the photo; with several, the largest was enrolled. Null on a replay."
+    )

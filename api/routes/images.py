@@ -1,0 +1,132 @@
+"""``/v1/images``: recognition results as the projector wrote them, and re-runs.
+
+A re-run publishes a new ``ImageSubmitted`` (same image id and metadata, ``run`` + 1,
+the stored bytes) and writes nothing: the projector sets the row back to ``pending``
+when it consumes the event. Publishing the same run twice (a retried request) is
+harmless, since consumers keep one result per image and run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import uuid
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, HTTPException, Query, status
+
+from api import queries
+from api.deps import PoolDep, ProducerDep
+from api.models import (
+    ImagePublic,
+    ImagesPublic,
+    ImageStatus,
+    RerunnableStatus,
+    RerunPublic,
+    RerunsPublic,
+    Text,
+)
+from api.publishing import BrokerUnavailable, publish
+from api.routes.paging import Limit, Offset
+from common.kafka import AsyncProducer
+from schemas.envelope import utcnow
+from schemas.events import ImageSubmitted
+from schemas.topics import SUBMITTED
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+#: Most images one bulk re-run resubmits; each one is a full image on the broker.
+RERUN_MAX = 10_000
+#: Images whose bytes are in memory at once during a bulk re-run.
+_RERUN_BATCH = 10
+
+
+@router.get("")
+async def list_images(
+    pool: PoolDep,
+    status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    person: Annotated[
+        uuid.UUID | None, Query(description="Only images where this person was identified.")
+    ] = None,
+    camera: Annotated[Text | None, Query(max_length=255)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> ImagesPublic:
+    """Images newest first, with each face's box and person; ``count`` is the filtered total."""
+    return await queries.list_images(
+        pool, status=status_filter, person_id=person, camera=camera, limit=limit, offset=offset
+    )
+
+
+@router.get("/{image_id}")
+async def get_image(image_id: uuid.UUID, pool: PoolDep) -> ImagePublic:
+    image = await queries.get_image(pool, image_id)
+    if image is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
+    return image
+
+
+@router.post("/rerun", status_code=status.HTTP_202_ACCEPTED)
+async def rerun_all(
+    pool: PoolDep,
+    producer: ProducerDep,
+    status_filter: Annotated[RerunnableStatus, Query(alias="status")],
+    limit: Annotated[int, Query(ge=1, le=RERUN_MAX)] = 1000,
+) -> RerunsPublic:
+    """Re-run up to ``limit`` images of ``status`` (unresolved or failed), oldest first.
+
+    Images whose bytes are no longer stored are counted in ``skipped``. 503 if the broker
+    stops acknowledging part way; some images may then already be resubmitted, and
+    repeating the request is safe (it resubmits the rest, and the same runs again).
+    """
+    ids = await queries.rerun_candidates(pool, status_filter.value, limit)
+    rerun = skipped = 0
+    for start in range(0, len(ids), _RERUN_BATCH):
+        rows = await queries.rerun_sources(pool, ids[start : start + _RERUN_BATCH], status_filter.value)
+        stored = [r for r in rows if r["content"]]
+        skipped += len(rows) - len(stored)
+        try:
+            await asyncio.gather(*(_resubmit(producer, r) for r in stored))
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{exc} (re-ran {rerun} of {len(ids)} images before this)") from exc
+        rerun += len(stored)
+    return RerunsPublic(rerun=rerun, skipped=skipped)
+
+
+@router.post("/{image_id}/rerun", status_code=status.HTTP_202_ACCEPTED)
+async def rerun_one(image_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> RerunPublic:
+    """Resubmit one failed or unresolved image; 404 unknown, 409 any other status or no stored bytes."""
+    row = await queries.rerun_source(pool, image_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
+    if row["status"] not in set(RerunnableStatus):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"image {image_id} is {row['status']}; only failed or unresolved images re-run",
+        )
+    if not row["content"]:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the bytes of image {image_id} are no longer stored")
+    return RerunPublic(image_id=image_id, run=await _resubmit(producer, row))
+
+
+async def _resubmit(producer: AsyncProducer, row: asyncpg.Record) -> int:
+    """Publish the next run of the image in ``row`` (with its bytes); returns that run."""
+    content: bytes = row["content"]
+    event = ImageSubmitted(
+        image_id=str(row["id"]),
+        run=row["run"] + 1,
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size_bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        source=row["source"],
+        camera=row["camera"],
+        metadata={str(k): str(v) for k, v in (row["metadata"] or {}).items()},
+        image_b64=base64.b64encode(content).decode("ascii"),
+        # The original submission time: a re-run is the same image, not a new arrival.
+        submitted_at=row["submitted_at"] or utcnow(),
+    )
+    await publish(producer, SUBMITTED, event.image_id, event)
+    return event.run

@@ -1,0 +1,29 @@
+"""Settings of the results API (``python -m api``), from the environment or ``.env``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import DatabaseSettings, ServiceSettings
+
+MIB = 1024 * 1024
+
+
+class ApiSettings(ServiceSettings, DatabaseSettings):
+    """Everything the API needs; invalid values fail at start-up, not on the first request."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    api_host: str = Field(default="127.0.0.1", description="Interface uvicorn listens on (0.0.0.0 in containers).")
+    api_port: int = Field(default=8001, ge=1, le=65535)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    enroll_max_bytes: int = Field(
+        default=10 * MIB, ge=1, description="Largest enrollment photo accepted; larger ones get 413."
+    )
+    kafka_delivery_timeout_ms: int = Field(
+        default=15_000,
+        ge=1_000,
+        description="How long a request waits for the broker to acknowledge an event before it answers 503.",
+    )
+    rerun_max: int = Field(default=10_000, ge=1, description="Most images one bulk re-run may resubmit.")
