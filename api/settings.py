@@ -15,7 +15,7 @@ class ApiSettings(ServiceSettings, DatabaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    api_host: str = Field(default="127.0.0.1", description="Interface uvicorn listens on (0.0.0.0 in containers).")
+    api_host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     api_port: int = Field(default=8001, ge=1, le=65535)
     db_pool_max_size: int = Field(default=10, ge=1)
     enroll_max_bytes: int = Field(
