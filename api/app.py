@@ -17,7 +17,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import Resources
@@ -26,7 +25,7 @@ from api.publishing import BrokerUnavailable
 from api.routes import images, page, people
 from api.settings import ApiSettings
 from common.db import create_pool
-from common.http import instrument, ops_router
+from common.http import instrument, ops_router, readable_validation_errors
 from common.kafka import AsyncProducer, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(images.router)
     app.include_router(people.router)
     app.include_router(page.router)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    readable_validation_errors(app)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     instrument(app, "api")
     return app
@@ -82,17 +81,6 @@ async def _database_answers(pool: asyncpg.Pool) -> bool:
         return True
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
-
-
-async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
-    """422 with one readable sentence (FastAPI's default ``detail`` is a list of objects)."""
-    assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
-    return JSONResponse(
-        {"detail": f"invalid request: {problems}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
-    )
 
 
 async def _broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Requ
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from common.http import instrument, ops_router
+from common.http import instrument, ops_router, readable_validation_errors
 from common.kafka import AsyncProducer, ensure_topics
 from ingest.metrics import ACCEPTED_BYTES, ACCEPTED_IMAGES, REJECTED
 from ingest.settings import IngestSettings
@@ -317,5 +317,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(ops_router(readiness))
+    readable_validation_errors(app)
     instrument(app, "ingest")
     return app

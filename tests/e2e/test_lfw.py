@@ -175,3 +175,38 @@ def test_group_photos_and_odd_inputs(platform: Platform, faces_dir: Path) -> Non
             b = f["box"]
             assert 0 <= b["left"] < b["right"] <= r["width"]
             assert 0 <= b["top"] < b["bottom"] <= r["height"]
+
+
+def test_an_unresolved_image_is_recognized_after_enrolling_and_a_rerun(
+    platform: Platform, faces_dir: Path
+) -> None:
+    person = sorted(p for p in (faces_dir / "lfw-dev/known").iterdir() if len(list(p.iterdir())) >= 4)[-1]
+    photos = sorted(person.iterdir())
+    with (
+        httpx.Client(base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+    ):
+        [image_id] = submit(ingest, [photos[3]])
+        before = wait_final(api, [image_id])[image_id]
+        assert before["status"] == "unresolved", before
+        assert before["status_reason"] == "unknown_faces"
+        person_id = enroll(api, person.name, photos[0])
+        r = api.post(
+            f"/v1/people/{person_id}/faces", files={"file": (photos[1].name, photos[1].read_bytes())}
+        )
+        assert r.status_code == 201
+        time.sleep(2)  # every recognizer applies the new gallery entries
+        r = api.post(f"/v1/images/{image_id}/rerun")
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 120
+        after = before
+        while time.monotonic() < deadline:
+            after = api.get(f"/v1/images/{image_id}").json()
+            if after["run"] == 1 and after["status"] in FINAL:
+                break
+            time.sleep(0.5)
+        assert after["run"] == 1
+        assert after["status"] == "processed", after
+        assert [f["person_id"] for f in after["faces"]] == [person_id]
+        seen = api.get(f"/v1/people/{person_id}/images").json()
+        assert image_id in [i["id"] for i in seen["data"]]
