@@ -39,14 +39,17 @@ class Rejected:
 ScanResult = FaceFound | NoFace | Rejected
 
 
-def scan_photo(data: bytes) -> ScanResult:
+def scan_photo(data: bytes, num_jitters: int = 1) -> ScanResult:
     """Decode ``data`` and encode its largest face with the recognizers' detection settings.
+
+    The enrolled face is encoded from ``num_jitters`` jittered copies (enrollment happens
+    once per face, so it can afford what the per-image hot path cannot).
 
     Any exception other than a rejected image is a fault of the worker and propagates.
     """
     # Imported here, not at the top: only the worker process needs dlib and its models
     # (hundreds of MB); the API process that submits this function never loads them.
-    from recognizer.core import DetectionConfig, find_faces, largest_face, load_image
+    from recognizer.core import DetectionConfig, encode_box, find_faces, largest_face, load_image
     from recognizer.errors import ImageRejected
 
     cfg = DetectionConfig()
@@ -58,11 +61,12 @@ def scan_photo(data: bytes) -> ScanResult:
     face = largest_face(faces)
     if face is None:
         return NoFace()
+    encoding = face.encoding if num_jitters == 1 else encode_box(rgb, face.box, num_jitters)
     return FaceFound(
         box=face.box,
-        encoding=[float(x) for x in face.encoding],
+        encoding=[float(x) for x in encoding],
         faces_found=len(faces),
-        model=cfg.model_info(),
+        model=cfg.model_info().model_copy(update={"num_jitters": num_jitters}),
     )
 
 

@@ -26,4 +26,11 @@ class ApiSettings(ServiceSettings, DatabaseSettings):
         ge=1_000,
         description="How long a request waits for the broker to acknowledge an event before it answers 503.",
     )
+    enroll_num_jitters: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Jittered copies averaged into an enrolled face's encoding: about 10x the encoding "
+        "time, paid once per enrolled face, for a steadier gallery (docs/MATCHING.md).",
+    )
     rerun_max: int = Field(default=10_000, ge=1, description="Most images one bulk re-run may resubmit.")

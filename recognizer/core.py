@@ -169,6 +169,15 @@ def find_faces(
     ]
 
 
+def encode_box(rgb: npt.NDArray[np.uint8], box: Box, num_jitters: int = 1) -> npt.NDArray[np.float64]:
+    """Encode the face in ``box``, averaging ``num_jitters`` randomly jittered copies."""
+    location = (box.top, box.right, box.bottom, box.left)
+    [encoding] = face_recognition.face_encodings(
+        rgb, known_face_locations=[location], num_jitters=num_jitters
+    )
+    return np.asarray(encoding, dtype=np.float64)
+
+
 def recognize(data: bytes, gallery: Gallery, rule: MatchRule, cfg: DetectionConfig) -> Recognition:
     """Recognize every face in one image file's bytes.
 

@@ -2,12 +2,14 @@
 
 Pure and single-threaded: the worker applies gallery events and matches from one thread.
 
-Decision rule (``MatchRule``): for a probe face, each enrolled person gets one distance,
-aggregated over that person's photos (``min``: the nearest photo; ``mean``: the average).
-The nearest person is named only when their distance is at most ``tolerance`` *and* the
-second-nearest person is at least ``margin`` further away; otherwise the face is unknown.
-The margin is what keeps strangers unknown in a large gallery: a stranger tends to sit
-at similar distances from several people, an enrolled person stands out.
+Decision rule (``MatchRule``, docs/MATCHING.md): for a probe face, each enrolled person
+gets one distance, aggregated over that person's photos (``min``: the nearest photo;
+``mean``: the average distance; ``centroid``: the distance to the mean of the person's
+encodings). The nearest person is named only when their distance is at most
+``tolerance`` *and* the next ``cohort`` people are, on average, at least ``margin``
+further away; otherwise the face is unknown. With ``cohort`` 1 that is the distance to
+the second-nearest person. A stranger tends to sit at similar distances from several
+people; an enrolled person stands out from the crowd, not just from the runner-up.
 """
 
 from __future__ import annotations
@@ -15,15 +17,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from schemas.events import MatchRule
 
 DIM = 128
+AGGREGATIONS = ("min", "mean", "centroid")
+
+Floats = npt.NDArray[np.floating]
+Ints = npt.NDArray[np.intp]
+
+#: The defaults, chosen on lfw-dev with ``python -m benchmarks.matching`` (docs/MATCHING.md).
+DEFAULT_TOLERANCE = 0.5
+DEFAULT_MARGIN = 0.1
+DEFAULT_AGGREGATION = "centroid"
+DEFAULT_COHORT = 5
 
 
-def default_rule(tolerance: float = 0.5, margin: float = 0.0, aggregation: str = "min") -> MatchRule:
+def rule_name(aggregation: str, cohort: int) -> str:
+    """``nearest-person-<agg>/v1`` for the second-nearest margin, else ``cohort-margin-<agg>/v1``."""
+    if cohort == 1:
+        return f"nearest-person-{aggregation}/v1"
+    return f"cohort-margin-{aggregation}/v1"
+
+
+def default_rule(
+    tolerance: float = DEFAULT_TOLERANCE,
+    margin: float = DEFAULT_MARGIN,
+    aggregation: str = DEFAULT_AGGREGATION,
+    cohort: int = DEFAULT_COHORT,
+) -> MatchRule:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r} (one of {', '.join(AGGREGATIONS)})")
+    if cohort < 1:
+        raise ValueError(f"cohort must be at least 1, not {cohort}")
     return MatchRule(
-        name=f"nearest-person-{aggregation}/v1", tolerance=tolerance, margin=margin, aggregation=aggregation
+        name=rule_name(aggregation, cohort),
+        tolerance=tolerance,
+        margin=margin,
+        aggregation=aggregation,
+        cohort=cohort,
     )
 
 
@@ -32,7 +65,8 @@ class Match:
     """The decision for one face: ``person_id`` None means unknown.
 
     ``distance`` is to the nearest person (named or not), ``second_distance`` to the next
-    one (None when the gallery holds fewer than two people).
+    one (None when the gallery holds fewer than two people), ``cohort_distance`` the mean
+    distance of the next ``cohort`` people (as many as there are).
     """
 
     person_id: str | None
@@ -40,6 +74,36 @@ class Match:
     distance: float | None
     second_distance: float | None
     nearest_person_id: str | None = None
+    cohort_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """Per probe, before the thresholds: what the rule decides on.
+
+    ``person`` indexes ``Gallery.person_id``; ``second`` and ``cohort`` are NaN when the
+    gallery holds a single person.
+    """
+
+    person: Ints
+    best: npt.NDArray[np.float64]
+    second: npt.NDArray[np.float64]
+    cohort: npt.NDArray[np.float64]
+
+    def accept(self, tolerance: float, margin: float) -> npt.NDArray[np.bool_]:
+        """The rule's decision for each probe (NaN cohort: a lone person needs no margin)."""
+        alone = np.isnan(self.cohort)
+        return (self.best <= tolerance) & (alone | (np.where(alone, 0.0, self.cohort) - self.best >= margin))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Rows grouped by person (for ``min`` and ``mean``), rebuilt lazily after a change."""
+
+    order: Ints  # rows, grouped by person
+    starts: Ints  # first position in ``order`` of each group
+    counts: npt.NDArray[np.int64]
+    person: Ints  # person index of each group
 
 
 class Gallery:
@@ -54,6 +118,13 @@ class Gallery:
         self._row_face: list[str] = []
         self._person_index: dict[str, int] = {}
         self._person_ids: list[str] = []
+        self._layout: _Layout | None = None
+        # Per person index (removed people keep theirs, with count 0): the sum of their
+        # encodings, kept up to date on every add and remove, and their centroid.
+        self._psum = np.zeros((64, DIM), dtype=np.float64)
+        self._pcount = np.zeros(64, dtype=np.int64)
+        self._cent = np.zeros((64, DIM), dtype=np.float32)
+        self._csq = np.full(64, np.inf, dtype=np.float32)  # inf: nobody (distance inf)
         self.names: dict[str, str] = {}
         #: Offset after the last gallery event applied (set by the adapter).
         self.version = 0
@@ -65,18 +136,25 @@ class Gallery:
     def people(self) -> int:
         return len({int(p) for p in self._row_person[: self._n]})
 
+    def person_id(self, index: int) -> str:
+        return self._person_ids[index]
+
     def set_person(self, person_id: str, name: str) -> None:
         self.names[person_id] = name
 
-    def add_face(self, person_id: str, face_id: str, encoding: np.ndarray | list[float]) -> None:
+    def add_face(self, person_id: str, face_id: str, encoding: npt.ArrayLike) -> None:
         """Add (or replace) one encoding; re-adding the same face id changes nothing."""
         vec = np.asarray(encoding, dtype=np.float32).reshape(DIM)
         pidx = self._person_index.get(person_id)
         if pidx is None:
             pidx = self._person_index[person_id] = len(self._person_ids)
             self._person_ids.append(person_id)
+            if pidx == len(self._pcount):
+                self._grow_people()
         row = self._face_row.get(face_id)
-        if row is None:
+        if row is not None:  # a replacement: take the old encoding out of its person first
+            self._account(int(self._row_person[row]), self._enc[row], -1)
+        else:
             if self._n == len(self._enc):
                 self._grow()
             row = self._n
@@ -86,11 +164,14 @@ class Gallery:
         self._enc[row] = vec
         self._sq[row] = float(vec @ vec)
         self._row_person[row] = pidx
+        self._account(pidx, vec, +1)
+        self._layout = None
 
     def remove_face(self, face_id: str) -> None:
         row = self._face_row.pop(face_id, None)
         if row is None:
             return
+        self._account(int(self._row_person[row]), self._enc[row], -1)
         last = self._n - 1
         if row != last:  # move the last row into the hole
             moved = self._row_face[last]
@@ -101,6 +182,7 @@ class Gallery:
             self._face_row[moved] = row
         self._row_face.pop()
         self._n = last
+        self._layout = None
 
     def remove_person(self, person_id: str) -> None:
         self.names.pop(person_id, None)
@@ -118,44 +200,122 @@ class Gallery:
             new[: self._n] = old[: self._n]
             setattr(self, attr, new)
 
-    def distances(self, probes: np.ndarray) -> np.ndarray:
-        """Euclidean distances, shape (len(probes), len(self))."""
-        enc = self._enc[: self._n]
-        p = np.asarray(probes, dtype=np.float32)
-        d2 = (p * p).sum(axis=1)[:, None] + self._sq[: self._n][None, :] - 2.0 * (p @ enc.T)
-        return np.sqrt(np.maximum(d2, 0.0))
+    def _grow_people(self) -> None:
+        cap = len(self._pcount) * 2
+        for attr, fill in (("_psum", 0.0), ("_pcount", 0), ("_cent", 0.0), ("_csq", np.inf)):
+            old = getattr(self, attr)
+            new = np.full((cap, *old.shape[1:]), fill, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, attr, new)
 
-    def match(self, probes: np.ndarray, rule: MatchRule) -> list[Match]:
+    def _account(self, pidx: int, vec: npt.NDArray[np.float32], sign: int) -> None:
+        """Add (+1) or take out (-1) one encoding of a person: O(1) centroid upkeep."""
+        count = int(self._pcount[pidx]) + sign
+        self._pcount[pidx] = count
+        if count == 0:
+            self._psum[pidx] = 0.0  # no drift left behind by removals
+            self._cent[pidx] = 0.0
+            self._csq[pidx] = np.inf
+            return
+        self._psum[pidx] += sign * vec.astype(np.float64)
+        c = (self._psum[pidx] / count).astype(np.float32)
+        self._cent[pidx] = c
+        self._csq[pidx] = float(c @ c)
+
+    def _get_layout(self) -> _Layout:
+        if self._layout is None:
+            persons = self._row_person[: self._n]
+            order = np.argsort(persons, kind="stable").astype(np.intp)
+            grouped = persons[order]
+            starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]).astype(np.intp)
+            self._layout = _Layout(
+                order=order,
+                starts=starts,
+                counts=np.diff(np.r_[starts, self._n]).astype(np.int64),
+                person=grouped[starts].astype(np.intp),
+            )
+        return self._layout
+
+    @staticmethod
+    def _euclidean(p: npt.NDArray[np.float32], enc: npt.NDArray[np.float32], sq: Floats) -> Floats:
+        d2: Floats = (p * p).sum(axis=1)[:, None] + sq[None, :] - 2.0 * (p @ enc.T)
+        out: Floats = np.sqrt(np.maximum(d2, 0.0))
+        return out
+
+    def distances(self, probes: npt.ArrayLike) -> Floats:
+        """Euclidean distances to every encoding, shape (len(probes), len(self)), float32."""
+        p = np.asarray(probes, dtype=np.float32).reshape(-1, DIM)
+        return self._euclidean(p, self._enc[: self._n], self._sq[: self._n])
+
+    def person_distances(self, probes: npt.ArrayLike, aggregation: str) -> tuple[Floats, Ints]:
+        """Each probe's distance to each person, and the person index of each column."""
+        p = np.asarray(probes, dtype=np.float32).reshape(-1, DIM)
+        if aggregation == "centroid":  # one column per person index ever seen, inf for nobody
+            people = len(self._person_ids)
+            per = self._euclidean(p, self._cent[:people], self._csq[:people])
+            return per.astype(np.float64), np.arange(people)
+        layout = self._get_layout()
+        grouped = self.distances(p)[:, layout.order]
+        if aggregation == "min":
+            per = np.minimum.reduceat(grouped, layout.starts, axis=1).astype(np.float64)
+        elif aggregation == "mean":
+            per = np.add.reduceat(grouped.astype(np.float64), layout.starts, axis=1) / layout.counts
+        else:
+            raise ValueError(f"unknown aggregation {aggregation!r} (one of {', '.join(AGGREGATIONS)})")
+        return per, layout.person
+
+    def nearest(self, probes: npt.ArrayLike, aggregation: str, cohort: int) -> Nearest:
+        """The nearest person of each probe, and the distances the margin compares it with.
+
+        O(gallery) per probe: one matrix product (with the encodings, or with one centroid
+        per person), a grouping by person for ``min`` and ``mean``, and a partial sort.
+        """
+        per, person = self.person_distances(probes, aggregation)
+        n, people = per.shape
+        take = min(cohort + 1, people)
+        if take < people:
+            near = np.argpartition(per, take - 1, axis=1)[:, :take]
+        else:
+            near = np.broadcast_to(np.arange(people), (n, people))
+        vals = np.take_along_axis(per, near, axis=1).astype(np.float64)
+        by = np.argsort(vals, axis=1, kind="stable")
+        vals = np.take_along_axis(vals, by, axis=1)
+        first = near[np.arange(n), by[:, 0]]
+        others = vals[:, 1:]
+        present = np.isfinite(others)  # inf: a removed person's empty slot
+        count = present.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(present, others, 0.0).sum(axis=1) / count
+        nan = np.full(n, np.nan)
+        return Nearest(
+            person=person[first],
+            best=vals[:, 0],
+            second=np.where(count > 0, others[:, 0], nan) if others.shape[1] else nan,
+            cohort=np.where(count > 0, mean, nan),
+        )
+
+    def match(self, probes: npt.ArrayLike, rule: MatchRule) -> list[Match]:
         """Apply ``rule`` to each probe encoding (rows of ``probes``)."""
-        if len(probes) == 0:
+        p = np.asarray(probes, dtype=np.float32).reshape(-1, DIM)
+        if len(p) == 0:
             return []
         if self._n == 0:
-            return [Match(None, None, None, None) for _ in range(len(probes))]
-        dist = self.distances(probes)
-        persons = self._row_person[: self._n]
+            return [Match(None, None, None, None) for _ in range(len(p))]
+        near = self.nearest(p, rule.aggregation, rule.cohort)
+        accepted = near.accept(rule.tolerance, rule.margin)
         out = []
-        for d in dist:
-            if rule.aggregation == "mean":
-                counts = np.bincount(persons, minlength=len(self._person_ids))
-                sums = np.bincount(persons, weights=d, minlength=len(self._person_ids))
-                per = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
-                order = np.argsort(per)[:2]
-                best_p, best = int(order[0]), float(per[order[0]])
-                second = float(per[order[1]]) if len(order) > 1 and np.isfinite(per[order[1]]) else None
-            else:  # min: the nearest photo of each person
-                row = int(np.argmin(d))
-                best_p, best = int(persons[row]), float(d[row])
-                others = d[persons != best_p]
-                second = float(others.min()) if len(others) else None
-            pid = self._person_ids[best_p]
-            accepted = best <= rule.tolerance and (second is None or second - best >= rule.margin)
+        for i in range(len(p)):
+            pid = self._person_ids[int(near.person[i])]
+            ok = bool(accepted[i])
+            second, cohort = float(near.second[i]), float(near.cohort[i])
             out.append(
                 Match(
-                    person_id=pid if accepted else None,
-                    person_name=self.names.get(pid) if accepted else None,
-                    distance=round(best, 4),
-                    second_distance=None if second is None else round(second, 4),
+                    person_id=pid if ok else None,
+                    person_name=self.names.get(pid) if ok else None,
+                    distance=round(float(near.best[i]), 4),
+                    second_distance=None if np.isnan(second) else round(second, 4),
                     nearest_person_id=pid,
+                    cohort_distance=None if np.isnan(cohort) else round(cohort, 4),
                 )
             )
         return out

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.settings import ServiceSettings
 from recognizer.core import DetectionConfig
-from recognizer.gallery import default_rule
+from recognizer.gallery import AGGREGATIONS, default_rule
 from schemas.events import MatchRule
 
 #: The shipped decision rule, chosen on lfw-dev (docs/MATCHING.md); each part is a setting.
@@ -22,15 +21,27 @@ class RecognizerSettings(ServiceSettings):
     # The decision rule: defaults chosen on lfw-dev, see docs/MATCHING.md.
     match_tolerance: float = Field(default=_RULE.tolerance, gt=0, lt=2)
     match_margin: float = Field(default=_RULE.margin, ge=0, lt=1)
-    match_aggregation: Literal["min", "mean"] = _RULE.aggregation  # type: ignore[assignment]
+    match_aggregation: str = Field(
+        default=_RULE.aggregation, description=f"One of {', '.join(AGGREGATIONS)}."
+    )
+    match_cohort: int = Field(default=_RULE.cohort, ge=1, description="People averaged for the margin.")
     detection_max_side: int = Field(default=1024, ge=64)
     detection_upsample: int = Field(default=1, ge=0, le=3)
     max_pixels: int = Field(default=50_000_000, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9101, description="/metrics, /healthz, /readyz of the worker pool.")
 
+    @field_validator("match_aggregation")
+    @classmethod
+    def _known_aggregation(cls, v: str) -> str:
+        if v not in AGGREGATIONS:
+            raise ValueError(f"MATCH_AGGREGATION must be one of {', '.join(AGGREGATIONS)}")
+        return v
+
     def rule(self) -> MatchRule:
-        return default_rule(self.match_tolerance, self.match_margin, self.match_aggregation)
+        return default_rule(
+            self.match_tolerance, self.match_margin, self.match_aggregation, self.match_cohort
+        )
 
     def detection(self) -> DetectionConfig:
         return DetectionConfig(

@@ -101,7 +101,12 @@ class MatchRule(_Data):
     name: str = Field(description="Rule id, e.g. nearest-person-min/v1.")
     tolerance: float
     margin: float
-    aggregation: str = Field(description="How several photos of one person combine (min, mean, ...).")
+    aggregation: str = Field(description="How several photos of one person combine (min, mean, centroid).")
+    cohort: int = Field(
+        default=1,
+        ge=1,
+        description="The margin is to the mean distance of the next this many people (1: second-nearest).",
+    )
 
 
 class Outcome(StrEnum):

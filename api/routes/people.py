@@ -127,7 +127,9 @@ async def enroll_face(
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE, f"the photo is larger than {settings.enroll_max_bytes} bytes"
         )
-    scan = await asyncio.get_running_loop().run_in_executor(encoder, scan_photo, data)
+    scan = await asyncio.get_running_loop().run_in_executor(
+        encoder, scan_photo, data, settings.enroll_num_jitters
+    )
     if isinstance(scan, Rejected):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a usable image ({scan.reason}): {scan.detail}"

@@ -84,7 +84,9 @@ def test_one_bad_path_in_a_batch_refuses_the_batch(ingest: httpx.Client) -> None
         ([("files", ("ok.jpg", _jpeg())), ("files", ("bad.jpg", b"nope"))], 415, "bad.jpg"),
     ],
 )
-def test_bad_uploads_get_a_clear_4xx(ingest: httpx.Client, files: list, status: int, words: str) -> None:
+def test_bad_uploads_get_a_clear_4xx(
+    ingest: httpx.Client, files: list[tuple[str, tuple[str, bytes]]], status: int, words: str
+) -> None:
     r = ingest.post("/v1/images", files=files)
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from recognizer.gallery import DIM, Gallery, default_rule
+from recognizer.gallery import AGGREGATIONS, DIM, Gallery, Match, default_rule
 
 
 def at(distance: float, axis: int) -> npt.NDArray[np.float64]:
@@ -19,8 +19,10 @@ def at(distance: float, axis: int) -> npt.NDArray[np.float64]:
 ORIGIN = np.zeros((1, DIM))
 
 
-def only(gallery: Gallery, tolerance: float = 0.6, margin: float = 0.0, aggregation: str = "min"):
-    [m] = gallery.match(ORIGIN, default_rule(tolerance, margin, aggregation))
+def only(
+    gallery: Gallery, tolerance: float = 0.6, margin: float = 0.0, aggregation: str = "min", cohort: int = 1
+) -> Match:
+    [m] = gallery.match(ORIGIN, default_rule(tolerance, margin, aggregation, cohort))
     return m
 
 
@@ -176,6 +178,143 @@ def test_growth_beyond_1024_rows():
     expected = np.linalg.norm(vectors[picks][:, None, :] - vectors[None, :, :], axis=2)
     np.testing.assert_allclose(dist, expected, atol=1e-3)
 
-    matches = g.match(vectors[picks], default_rule(tolerance=0.6, margin=0.0))
+    matches = g.match(vectors[picks], default_rule(tolerance=0.6, margin=0.0, aggregation="min"))
     assert [m.person_id for m in matches] == [f"p{i % 1000}" for i in picks]
     assert all(m.distance == pytest.approx(0.0, abs=1e-2) for m in matches)
+
+    # 1000 people also outgrow the per-person centroids' first allocation.
+    centroids = np.stack(
+        [vectors[[j for j in range(2500) if j % 1000 == i % 1000]].mean(axis=0) for i in picks]
+    )
+    matches = g.match(centroids, default_rule(tolerance=0.6, margin=0.0, aggregation="centroid"))
+    assert [m.person_id for m in matches] == [f"p{i % 1000}" for i in picks]
+    assert all(m.distance == pytest.approx(0.0, abs=1e-2) for m in matches)
+
+
+# --- the cohort margin and the centroid aggregation ------------------------------------
+
+
+def crowd(best: float, others: list[float], aggregation: str = "min") -> Gallery:
+    """Person "a" at ``best`` from the probe, then one person per distance in ``others``."""
+    g = Gallery()
+    g.add_face("a", "a1", at(best, 0))
+    for i, d in enumerate(others, 1):
+        g.add_face(f"p{i}", f"p{i}", at(d, i))
+    return g
+
+
+def test_default_rule_is_the_cohort_margin_on_centroids():
+    rule = default_rule()
+    assert rule.name == "cohort-margin-centroid/v1"
+    assert (rule.tolerance, rule.margin, rule.aggregation, rule.cohort) == (0.5, 0.1, "centroid", 5)
+    # The second-nearest margin keeps its old name, so old events still read the same.
+    assert default_rule(0.5, 0.06, "min", 1).name == "nearest-person-min/v1"
+    assert default_rule(0.5, 0.06, "mean", 1).name == "nearest-person-mean/v1"
+    assert default_rule(0.5, 0.1, "min", 3).name == "cohort-margin-min/v1"
+    with pytest.raises(ValueError, match="aggregation"):
+        default_rule(aggregation="median")
+    with pytest.raises(ValueError, match="cohort"):
+        default_rule(cohort=0)
+
+
+def test_cohort_names_a_face_that_stands_out_from_the_crowd():
+    # A look-alike runner-up (0.45) but everyone else far away: an enrolled person.
+    g = crowd(0.40, [0.45, 0.90, 0.90, 0.90, 0.90])
+    assert only(g, tolerance=0.5, margin=0.10, cohort=1).person_id is None  # 0.05 < 0.10
+    m = only(g, tolerance=0.5, margin=0.10, cohort=5)
+    assert m.person_id == "a"
+    assert m.second_distance == pytest.approx(0.45, abs=1e-4)
+    assert m.cohort_distance == pytest.approx((0.45 + 4 * 0.90) / 5, abs=1e-4)
+
+
+def test_cohort_rejects_a_face_close_to_many_people():
+    # A stranger: about as near to five people as to the nearest one.
+    g = crowd(0.40, [0.46, 0.47, 0.48, 0.49, 0.50, 1.2])
+    m = only(g, tolerance=0.5, margin=0.10, cohort=5)
+    assert m.person_id is None
+    assert m.nearest_person_id == "a"
+    assert m.cohort_distance == pytest.approx(0.48, abs=1e-4)  # the sixth person is not in the cohort
+    assert only(g, tolerance=0.5, margin=0.05, cohort=1).person_id == "a"  # the runner-up alone: 0.06
+    assert only(g, tolerance=0.5, margin=0.07, cohort=5).person_id == "a"  # 0.48 - 0.40 >= 0.07
+
+
+def test_cohort_uses_the_people_there_are():
+    g = crowd(0.30, [0.50, 0.70])  # cohort 5, but only two other people
+    m = only(g, tolerance=0.5, margin=0.25, cohort=5)
+    assert m.cohort_distance == pytest.approx(0.60, abs=1e-4)
+    assert m.person_id == "a"
+    assert only(g, tolerance=0.5, margin=0.31, cohort=5).person_id is None
+
+    lone = crowd(0.30, [])
+    m = only(lone, tolerance=0.5, margin=0.5, cohort=5)
+    assert m.person_id == "a"  # nobody to stand out from: the tolerance alone decides
+    assert m.second_distance is None
+    assert m.cohort_distance is None
+
+
+def test_centroid_is_the_distance_to_the_mean_encoding():
+    g = Gallery()
+    g.add_face("a", "a1", at(0.4, 0))  # min 0.4, mean 0.4, centroid (0.2, 0.2): 0.283
+    g.add_face("a", "a2", at(0.4, 1))
+    g.add_face("b", "b1", at(0.35, 2))  # one photo: 0.35 whatever the aggregation
+    assert only(g, aggregation="min").person_id == "b"
+    assert only(g, aggregation="mean").person_id == "b"
+    m = only(g, aggregation="centroid")
+    assert m.person_id == "a"
+    assert m.distance == pytest.approx(np.hypot(0.2, 0.2), abs=1e-4)
+    assert m.second_distance == pytest.approx(0.35, abs=1e-4)
+
+
+def test_centroid_follows_replacements_and_removals():
+    g = Gallery()
+    g.add_face("a", "a1", at(0.4, 0))
+    g.add_face("a", "a2", at(0.4, 1))
+    g.add_face("b", "b1", at(0.55, 2))
+    g.add_face("a", "a2", at(0.4, 0))  # replaced: both photos now at (0.4, 0, ...)
+    assert only(g, aggregation="centroid").distance == pytest.approx(0.4, abs=1e-4)
+    g.remove_face("a1")
+    assert only(g, aggregation="centroid").distance == pytest.approx(0.4, abs=1e-4)
+    g.remove_face("a2")  # "a" has no photo left: no longer a contender
+    m = only(g, aggregation="centroid", cohort=5)
+    assert m.person_id == "b"
+    assert m.second_distance is None
+    assert m.cohort_distance is None
+    g.remove_person("b")
+    assert only(g, aggregation="centroid").person_id is None
+    g.add_face("a", "a3", at(0.3, 3))  # and "a" can come back
+    assert only(g, aggregation="centroid").distance == pytest.approx(0.3, abs=1e-4)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+@pytest.mark.parametrize("cohort", [1, 3, 5])
+def test_match_agrees_with_a_plain_computation(aggregation, cohort):
+    rng = np.random.default_rng(11)
+    photos = rng.normal(scale=0.09, size=(60, DIM))
+    owner = rng.integers(0, 25, size=60)  # 25 people, a varying number of photos each
+    g = Gallery()
+    for i, (v, p) in enumerate(zip(photos, owner, strict=True)):
+        g.add_face(f"p{p}", f"f{i}", v)
+    for i in range(0, 60, 7):  # and some removals, which leave holes and empty people
+        g.remove_face(f"f{i}")
+    kept = [i for i in range(60) if i % 7]
+    probes = np.vstack(
+        [photos[kept[:10]] + rng.normal(scale=0.02, size=(10, DIM)), rng.normal(scale=0.09, size=(10, DIM))]
+    )
+    rule = default_rule(0.5, 0.05, aggregation, cohort)
+    for probe, m in zip(probes, g.match(probes, rule), strict=True):
+        per = {}
+        for person in sorted({int(owner[i]) for i in kept}):
+            mine = photos[[i for i in kept if owner[i] == person]]
+            d = np.linalg.norm(mine - probe, axis=1)
+            if aggregation == "centroid":
+                per[f"p{person}"] = float(np.linalg.norm(mine.mean(axis=0) - probe))
+            else:
+                per[f"p{person}"] = float(d.min() if aggregation == "min" else d.mean())
+        ranked = sorted(per, key=per.__getitem__)
+        best, rest = per[ranked[0]], [per[p] for p in ranked[1 : 1 + cohort]]
+        assert m.nearest_person_id == ranked[0]
+        assert m.distance == pytest.approx(best, abs=1e-3)
+        assert m.second_distance == pytest.approx(rest[0], abs=1e-3)
+        assert m.cohort_distance == pytest.approx(np.mean(rest), abs=1e-3)
+        named = best <= 0.5 and np.mean(rest) - best >= 0.05
+        assert (m.person_id == ranked[0]) if named else (m.person_id is None)
