@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,28 @@ def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeou
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _wait_for_leaders(admin, [t.name for t in missing], timeout)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every partition of ``names`` has a leader: a topic that was just created
+    answers NOT_LEADER_FOR_PARTITION until its leaders are elected and known."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout).topics
+        pending = [
+            n
+            for n in names
+            if n not in meta
+            or meta[n].error is not None
+            or not meta[n].partitions
+            or any(p.leader < 0 for p in meta[n].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"no leader for the partitions of {pending} within {timeout}s")
+        time.sleep(0.1)
 
 
 def producer_config(conf: dict[str, Any], **extra: Any) -> dict[str, Any]:

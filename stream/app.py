@@ -23,22 +23,25 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import faust
 from faust import web as faust_web
+from pydantic import BaseModel
 
 from common.db import create_pool
 from schemas import codec, topics
 from schemas import events as ev
 from schemas.codec import UnknownEvent
+from schemas.envelope import Envelope
 from schemas.errors import SchemaError
 from stream import metrics, projector
 from stream.retry import GiveUp, decide
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 SOURCE = "stream"
 
 #: Errors that mean "the database is not reachable right now": wait and try again.
@@ -155,19 +158,28 @@ def create_app(settings: StreamSettings) -> faust.App:
         await publish(dead, key, codec.encode_data(parked, source=SOURCE, trace_id=trace_id))
         metrics.DEAD_LETTERS.labels(reason.value).inc()
 
+    async def parse(event: faust.EventT[bytes], model: type[M]) -> tuple[Envelope[Any], M] | None:
+        """Decode ``event`` as ``model``; None for an event to pass over.
+
+        An unknown type or version is skipped (a newer producer's event: not ours to
+        judge); anything else invalid is dead-lettered with the reason (poison).
+        """
+        try:
+            return codec.decode_as(event.value, model)
+        except UnknownEvent as exc:
+            metrics.SKIPPED.labels(event.message.topic).inc()
+            log.info("skipping unknown event on %s: %s", event.message.topic, exc)
+        except SchemaError as exc:
+            await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+        return None
+
     @app.agent(submitted)
     async def dispatch(stream: faust.StreamT[bytes]) -> None:
         """Validate each submitted image and hand it to the recognizers."""
         async for event in stream.events():
-            try:
-                env, image = codec.decode_as(event.value, ev.ImageSubmitted)
-            except UnknownEvent as exc:
-                metrics.SKIPPED.labels(topics.SUBMITTED).inc()
-                log.info("skipping unknown event on %s: %s", topics.SUBMITTED, exc)
+            if (parsed := await parse(event, ev.ImageSubmitted)) is None:
                 continue
-            except SchemaError as exc:
-                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
-                continue
+            env, image = parsed
             request = ev.RecognitionRequested(image=image, attempt=1)
             await publish(
                 recognize, image.image_id, codec.encode_data(request, source=SOURCE, trace_id=env.trace_id)
@@ -178,14 +190,9 @@ def create_app(settings: StreamSettings) -> faust.App:
     async def handle_failures(stream: faust.StreamT[bytes]) -> None:
         """Retry transient failures with backoff; finish the rest as failed + dead-lettered."""
         async for event in stream.events():
-            try:
-                env, failure = codec.decode_as(event.value, ev.RecognitionFailed)
-            except UnknownEvent:
-                metrics.SKIPPED.labels(topics.FAILURES).inc()
+            if (failed := await parse(event, ev.RecognitionFailed)) is None:
                 continue
-            except SchemaError as exc:
-                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
-                continue
+            env, failure = failed
             now = datetime.now(UTC)
             decision = decide(
                 failure,
@@ -228,11 +235,9 @@ def create_app(settings: StreamSettings) -> faust.App:
     async def delayed_retry(stream: faust.StreamT[bytes]) -> None:
         """Hold each retry until its ``not_before``, then send it back to the recognizers."""
         async for event in stream.events():
-            try:
-                env, request = codec.decode_as(event.value, ev.RecognitionRequested)
-            except SchemaError as exc:
-                await dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), event)
+            if (parsed_request := await parse(event, ev.RecognitionRequested)) is None:
                 continue
+            env, request = parsed_request
             if request.not_before is not None:
                 wait = (request.not_before - datetime.now(UTC)).total_seconds()
                 if wait > 0:
