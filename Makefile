@@ -19,7 +19,7 @@ down: ## stop every service, Kafka and PostgreSQL
 	@bash scripts/down.sh
 
 test: install lint typecheck ## the whole gate: ruff, mypy, then every test (starts its own broker and database)
-	@bash scripts/pytest.sh tests
+	@bash scripts/pytest.sh tests/unit tests/integration tests/e2e
 
 unit: install ## unit tests only (no network)
 	@bash scripts/pytest.sh tests/unit

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from api.settings import ApiSettings
 from recognizer.gallery import Gallery, Nearest, default_rule
 from schemas.events import MatchRule
 
@@ -29,6 +30,13 @@ Rule = tuple[float, float, str, int]
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = Path(os.environ.get("FACESTREAM_FACES", ROOT.parent / "shared" / "datasets" / "faces")) / "lfw-dev"
 CACHE = ROOT / ".cache" / "lfw-dev-encodings.npz"
+#: The shipped enrollment setting (``ENROLL_NUM_JITTERS``'s default), read from the API's
+#: settings so the benchmark cannot drift from it; probes are always encoded with 1 jitter.
+ENROLL_JITTERS: int = ApiSettings.model_fields["enroll_num_jitters"].default
+
+
+def enroll_cache(num_jitters: int) -> Path:
+    return ROOT / ".cache" / f"lfw-dev-enroll-jitter{num_jitters}.npz"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,23 @@ def _encode_one(args: tuple[str, str]) -> tuple[str, Vector | None, int, str]:
     return path, None if face is None else face.encoding, len(faces), ""
 
 
+def _enroll_one(args: tuple[str, str, int]) -> tuple[str, Vector | None, int, str]:
+    """Worker: (dataset, path, jitters) -> the face enrollment would store, as ``_encode_one``.
+
+    Calls the product's own ``api.enrollment.scan_photo`` (``load_image``, ``find_faces``,
+    ``largest_face``, then ``encode_box`` on the largest face's box with ``jitters`` copies).
+    """
+    from api.enrollment import FaceFound, NoFace, scan_photo
+
+    dataset, path, num_jitters = args
+    found = scan_photo((Path(dataset) / path).read_bytes(), num_jitters)
+    if isinstance(found, FaceFound):
+        return path, np.array(found.encoding, dtype=np.float64), found.faces_found, ""
+    if isinstance(found, NoFace):
+        return path, None, 0, ""
+    return path, None, 0, found.detail
+
+
 @dataclass
 class Encodings:
     """The largest face of each photo, by dataset-relative path (None: no face found)."""
@@ -68,10 +93,14 @@ class Encodings:
     errors: dict[str, str]
 
 
-def _config_key() -> str:
+def _config_key(num_jitters: int = 1) -> str:
+    """What the cached encodings depend on: detection settings and jitters (as enrollment records them)."""
     from recognizer.core import DetectionConfig
 
-    return DetectionConfig().model_info().model_dump_json()
+    info = DetectionConfig().model_info()
+    if num_jitters != info.num_jitters:
+        info = info.model_copy(update={"num_jitters": num_jitters})
+    return info.model_dump_json()
 
 
 def _file_key(dataset: Path, path: str) -> str:
@@ -84,8 +113,9 @@ def load_cache(cache: Path, config: str) -> dict[str, tuple[Vector | None, int, 
     if not cache.exists():
         return {}
     with np.load(cache, allow_pickle=False) as z:
-        if str(z["config"]) != config:
-            return {}
+        fields = {"config", "keys", "encodings", "found", "faces", "errors"}
+        if not fields <= set(z.files) or str(z["config"]) != config:
+            return {}  # another format or other settings: encoded afresh and overwritten
         keys = [str(k) for k in z["keys"]]
         enc, found, faces, errors = z["encodings"], z["found"], z["faces"], z["errors"]
         return {
@@ -116,34 +146,63 @@ def save_cache(cache: Path, config: str, entries: dict[str, tuple[Vector | None,
     tmp.replace(cache)
 
 
-def encode_all(dataset: Path, photos: list[Photo], workers: int, cache: Path = CACHE) -> Encodings:
-    """Encode every photo once (largest face), reusing and extending the cache."""
-    config = _config_key()
+def encode_all(
+    dataset: Path, paths: list[str], workers: int, cache: Path = CACHE, num_jitters: int = 1
+) -> Encodings:
+    """Encode every photo once (largest face), reusing and extending the cache.
+
+    ``num_jitters`` 1 is the probes' encoding (``find_faces``); more is enrollment's
+    (``scan_photo``), which re-encodes the same face box from jittered copies.
+    """
+    config = _config_key(num_jitters)
     entries = load_cache(cache, config)
-    keys = {p.path: _file_key(dataset, p.path) for p in photos}
-    todo = [p.path for p in photos if keys[p.path] not in entries]
+    keys = {p: _file_key(dataset, p) for p in paths}
+    todo = [p for p in paths if keys[p] not in entries]
     if todo:
-        print(f"encoding {len(todo)} photos with {workers} worker(s) (cache: {cache}) ...", flush=True)
+        what = "photos" if num_jitters == 1 else f"enrollment photos at {num_jitters} jitters"
+        print(f"encoding {len(todo)} {what} with {workers} worker(s) (cache: {cache}) ...", flush=True)
         t0 = time.perf_counter()
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers) as pool:
-            results: Iterator[tuple[str, Vector | None, int, str]] = pool.imap_unordered(
-                _encode_one, [(str(dataset), p) for p in todo], chunksize=4
+            results: Iterator[tuple[str, Vector | None, int, str]] = (
+                pool.imap_unordered(_encode_one, [(str(dataset), p) for p in todo], chunksize=4)
+                if num_jitters == 1
+                else pool.imap_unordered(_enroll_one, [(str(dataset), p, num_jitters) for p in todo])
             )
+            every = 100 if num_jitters == 1 else 20
             for i, (path, enc, n, err) in enumerate(results, 1):
                 entries[keys[path]] = (enc, n, err)
-                if i % 100 == 0 or i == len(todo):
+                if i % every == 0 or i == len(todo):
                     save_cache(cache, config, entries)
                     rate = i / (time.perf_counter() - t0)
-                    print(f"  {i}/{len(todo)} ({rate:.1f} photos/s)", flush=True)
+                    print(f"  {i}/{len(todo)} ({rate:.2f} photos/s)", flush=True)
     out = Encodings({}, {}, {})
-    for p in photos:
-        enc, n, err = entries[keys[p.path]]
-        out.encoding[p.path] = enc
-        out.faces_found[p.path] = n
+    for p in paths:
+        enc, n, err = entries[keys[p]]
+        out.encoding[p] = enc
+        out.faces_found[p] = n
         if err:
-            out.errors[p.path] = err
+            out.errors[p] = err
     return out
+
+
+def enrollment_encodings(
+    dataset: Path, photos: list[Photo], enc: Encodings, workers: int, num_jitters: int
+) -> tuple[Encodings, float]:
+    """``enc`` with every photo that some split enrolls re-encoded as enrollment does, and the seconds taken.
+
+    With 1 jitter enrollment stores exactly the probes' encoding, so ``enc`` is returned.
+    """
+    if num_jitters == 1:
+        return enc, 0.0
+    t0 = time.perf_counter()
+    paths = sorted({path for k in KS for _, path in make_split(photos, enc, k).enroll})
+    jittered = encode_all(dataset, paths, workers, enroll_cache(num_jitters), num_jitters)
+    for path in paths:  # same detector, same box: only the encoding may differ
+        assert jittered.encoding[path] is not None, path
+        assert jittered.faces_found[path] == enc.faces_found[path], path
+    enrolled = Encodings({**enc.encoding, **jittered.encoding}, enc.faces_found, enc.errors)
+    return enrolled, time.perf_counter() - t0
 
 
 # --- protocol ---------------------------------------------------------------------------
@@ -198,6 +257,8 @@ CUSTOMARY: Rule = (0.6, 0.0, "min", 1)
 #: The previous default: nearest photo within 0.5 and 0.06 nearer than the runner-up.
 PREVIOUS: Rule = (0.5, 0.06, "min", 1)
 TARGET_CORRECT, TARGET_FALSE_ACCEPT, TARGET_K = 0.95, 0.05, 3
+#: Enrollment photos per person, one split each.
+KS = (1, 3)
 
 
 def as_rule(rule: MatchRule) -> Rule:
@@ -209,6 +270,7 @@ SHIPPED: Rule = as_rule(default_rule())
 
 
 def build_gallery(split: Split, enc: Encodings) -> Gallery:
+    """The gallery of ``split``'s enrollment photos, with their encodings in ``enc``."""
     gallery = Gallery()
     for name in split.people:
         gallery.set_person(name, name.replace("_", " "))
@@ -302,9 +364,12 @@ class Case:
         )
 
 
-def make_case(photos: list[Photo], enc: Encodings, k: int, rng: np.random.Generator) -> tuple[Case, int]:
+def make_case(
+    photos: list[Photo], enc: Encodings, enrolled: Encodings, k: int, rng: np.random.Generator
+) -> tuple[Case, int]:
+    """Probes encoded as in ``enc`` (1 jitter), the gallery as in ``enrolled``."""
     split = make_split(photos, enc, k)
-    gallery = build_gallery(split, enc)
+    gallery = build_gallery(split, enrolled)
     index = {name: i for i, name in enumerate(split.people)}
     known = [(name, path) for name, path in split.known if enc.encoding[path] is not None]
     strangers = [path for path in split.strangers if enc.encoding[path] is not None]
@@ -326,7 +391,9 @@ def make_case(photos: list[Photo], enc: Encodings, k: int, rng: np.random.Genera
     return case, checked
 
 
-def face_recognition_direct(enc: Encodings, split: Split, tolerance: float = 0.6) -> Counts:
+def face_recognition_direct(
+    enc: Encodings, enrolled: Encodings, split: Split, tolerance: float = 0.6
+) -> Counts:
     """The baseline without this project's code: face_recognition's own README recipe.
 
     ``compare_faces`` against every enrolled photo, then the name of the nearest photo if
@@ -338,7 +405,7 @@ def face_recognition_direct(enc: Encodings, split: Split, tolerance: float = 0.6
         warnings.simplefilter("ignore")
         import face_recognition
 
-    known_encodings = [enc.encoding[path] for _, path in split.enroll]
+    known_encodings = [enrolled.encoding[path] for _, path in split.enroll]
     known_names = [name for name, _ in split.enroll]
 
     def name_of(path: str) -> str | None:
@@ -481,7 +548,7 @@ def timing(
     return out
 
 
-def plot(cases: dict[int, Case], out: Path) -> Path | None:
+def plot(cases: dict[int, Case], out: Path, enroll_jitters: int) -> Path | None:
     try:
         import matplotlib
     except ImportError:
@@ -537,7 +604,10 @@ def plot(cases: dict[int, Case], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("known probes named correctly, top-1 (%)")
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("lfw-dev: correct vs false accept as tolerance sweeps 0.30-0.65 (dotted: target)")
+    fig.suptitle(
+        f"lfw-dev: correct vs false accept as tolerance sweeps 0.30-0.65 (dotted: target);"
+        f" enrollment {enroll_jitters} jitter(s), probes 1"
+    )
     fig.tight_layout()
     path = out / "matching.png"
     fig.savefig(path, dpi=110)
@@ -550,24 +620,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="folder for the results")
     parser.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
     parser.add_argument("--dataset", type=Path, default=DATASET, help="the lfw-dev folder")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="encodings cache (.npz)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="probe encodings cache (.npz)")
+    parser.add_argument(
+        "--enroll-jitters",
+        type=int,
+        default=ENROLL_JITTERS,
+        metavar="N",
+        help=f"jitters for enrollment photos (default {ENROLL_JITTERS}, the API's ENROLL_NUM_JITTERS;"
+        " probes use 1); cached in .cache/lfw-dev-enroll-jitterN.npz",
+    )
     parser.add_argument(
         "--timing", action="store_true", help="also time Gallery.match at 10k and 100k synthetic encodings"
     )
     args = parser.parse_args(argv)
+    if args.enroll_jitters < 1:
+        parser.error("--enroll-jitters must be at least 1")
 
     from recognizer.core import DetectionConfig
 
     t0 = time.perf_counter()
     photos = read_manifest(args.dataset)
-    enc = encode_all(args.dataset, photos, args.workers, args.cache)
+    enc = encode_all(args.dataset, [p.path for p in photos], args.workers, args.cache)
+    enrolled, enroll_s = enrollment_encodings(args.dataset, photos, enc, args.workers, args.enroll_jitters)
     no_face = sorted(p for p, e in enc.encoding.items() if e is None)
     several = sum(1 for n in enc.faces_found.values() if n > 1)
     rng = np.random.default_rng(0)
     cases: dict[int, Case] = {}
     checked = 0
-    for k in (1, 3):
-        cases[k], n = make_case(photos, enc, k, rng)
+    for k in KS:
+        cases[k], n = make_case(photos, enc, enrolled, k, rng)
         checked += n
 
     highlights = {"default": SHIPPED, "previous default": PREVIOUS, "customary 0.6": CUSTOMARY}
@@ -579,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": str(args.dataset),
         "protocol": PROTOCOL,
         "detection": DetectionConfig().model_info().model_dump(),
+        "enroll_num_jitters": args.enroll_jitters,
+        "probe_num_jitters": 1,
         "default_rule": default_rule().model_dump(),
         "photos": len(photos),
         "no_face": no_face,
@@ -600,15 +683,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"\n{len(photos)} photos, no face found in {len(no_face)}: {', '.join(no_face) or '-'}")
     print(f"decisions checked against Gallery.match for {checked} rules on every probe: identical")
+    jitters = f"enrollment photos encoded with {args.enroll_jitters} jitter(s), probes with 1"
+    print(jitters + (f" (enrollment encodings took {enroll_s:.1f} s)" if enroll_s else ""))
     print(f"\nprotocol: {PROTOCOL}\n")
     header = f"  {'rule':<50} {'correct':>7} {'wrong':>7} {'missed':>7} {'strangers named':>16}"
     for k, case in cases.items():
-        direct = face_recognition_direct(enc, case.split)
+        direct = face_recognition_direct(enc, enrolled, case.split)
         rows = {name: case.counts(*rule) for name, rule in highlights.items()}
         s = case.split
         print(
-            f"k={k}: {len(s.people)} people enrolled ({len(s.enroll)} photos), {case.n_known} known probes,"
-            f" {case.n_strangers} stranger probes with a face"
+            f"k={k}: {len(s.people)} people enrolled ({len(s.enroll)} photos, {args.enroll_jitters}"
+            f" jitter(s)), {case.n_known} known probes, {case.n_strangers} stranger probes with a face"
         )
         print(header)
         for name, rule in highlights.items():
@@ -633,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         k_results[str(k)] = {
             "enrolled_people": len(s.people),
             "enrolled_photos": len(s.enroll),
+            "enroll_num_jitters": args.enroll_jitters,
             "known_probes": case.n_known,
             "stranger_probes_with_face": case.n_strangers,
             "highlights": {
@@ -653,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "results-matching.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
-    png = plot(cases, args.out)
+    png = plot(cases, args.out, args.enroll_jitters)
     print(f"wrote {json_path}" + (f" and {png}" if png else "") + f" in {time.perf_counter() - t0:.0f} s")
     return 0
 

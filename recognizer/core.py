@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -136,11 +137,9 @@ def find_faces(
     scale = min(1.0, cfg.detection_max_side / max(h, w))
     small = rgb
     if scale < 1.0:
-        small = np.asarray(
-            Image.fromarray(rgb).resize(
-                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
-            )
-        )
+        # Area averaging: the right filter for shrinking (no aliasing), and OpenCV's is fast.
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
     locations = face_recognition.face_locations(
         small, number_of_times_to_upsample=cfg.upsample, model=cfg.detector
     )
