@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -28,6 +29,7 @@ FACES = Path(os.environ.get("FACESTREAM_FACES", ROOT.parent / "shared" / "datase
 TEST_RUN_DIR = ROOT / ".run" / "test"
 KAFKA_PORT = 19092
 PG_PORT = 15432
+PG_DIR = Path("/tmp/facestream-test-pg")  # outside the checkout: the postgres user must reach it
 
 
 def _docker_answers() -> bool:
@@ -57,11 +59,16 @@ def _script(name: str, action: str, env: dict[str, str]) -> bool:
     return done.returncode == 0
 
 
-def _start(name: str, env: dict[str, str]) -> bool:
+def _start(name: str, env: dict[str, str], state: Path) -> bool:
     """Start a service unless it already runs; returns whether this session started it
-    (and so must stop it): concurrent test sessions share one broker and database."""
+    (and so must stop it): concurrent test sessions share one broker and database.
+
+    A service this session starts begins empty (``state`` is wiped first): tests that
+    enroll people must not meet the people of an earlier session in the gallery.
+    """
     if _script(name, "status", env):
         return False
+    shutil.rmtree(state, ignore_errors=True)
     _script(name, "start", env)
     return True
 
@@ -89,7 +96,7 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     env = {"KAFKA_PORT": str(KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
-    started = _start("kafka.sh", env)
+    started = _start("kafka.sh", env, TEST_RUN_DIR / f"kafka-{KAFKA_PORT}")
     yield f"127.0.0.1:{KAFKA_PORT}"
     if started and not _keep():
         _script("kafka.sh", "stop", env)
@@ -106,8 +113,8 @@ def database_url() -> Iterator[str]:
         with PostgresContainer("postgres:15", driver=None) as pg:
             yield pg.get_connection_url()
         return
-    env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off"}
-    started = _start("postgres.sh", env)
+    env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off", "PG_DIR": str(PG_DIR)}
+    started = _start("postgres.sh", env, PG_DIR)
     yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
     if started and not _keep():
         _script("postgres.sh", "stop", env)
