@@ -90,6 +90,15 @@ class ImagesPublic(_Public):
     count: int = Field(description="Images matching the filter, whatever the page.")
 
 
+class PersonErasedPublic(_Public):
+    person_id: uuid.UUID
+    faces_removed: int = Field(description="Enrolled faces tombstoned on the gallery topic.")
+
+
+class ImageErasedPublic(_Public):
+    image_id: uuid.UUID
+
+
 class RerunPublic(_Public):
     image_id: uuid.UUID
     run: int = Field(description="The run the resubmitted image will be recognized as.")

@@ -69,3 +69,9 @@ CREATE TABLE IF NOT EXISTS faces (
     PRIMARY KEY (image_id, face_index)
 );
 CREATE INDEX IF NOT EXISTS faces_person_idx ON faces (person_id) WHERE person_id IS NOT NULL;
+
+-- Images erased on request: the projector ignores any later event about them.
+CREATE TABLE IF NOT EXISTS erased_images (
+    id        uuid PRIMARY KEY,
+    erased_at timestamptz NOT NULL DEFAULT now()
+);

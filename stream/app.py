@@ -30,6 +30,7 @@ import faust
 from faust import web as faust_web
 from pydantic import BaseModel
 
+from common import erasure
 from common.db import create_pool
 from schemas import codec, topics
 from schemas import events as ev
@@ -347,6 +348,15 @@ def create_app(settings: StreamSettings) -> faust.App:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
+    async def expire_image_bytes() -> None:
+        """Enforce the retention of stored image bytes (re-runs need them, nothing else)."""
+        dropped = await db.run(
+            partial(erasure.expire_image_bytes, retention_days=settings.image_bytes_retention_days)
+        )
+        if dropped:
+            log.info("dropped the stored bytes of %d images past their retention", dropped)
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_database() -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
+from common.erasure import erase_person
 from schemas import events as ev
 
 _STATUS = {
@@ -27,6 +28,8 @@ async def image_submitted(
 ) -> None:
     """A new image or a new run: pending, unless a result of this run is already stored."""
     async with conn.transaction():
+        if await _erased(conn, e.image_id):
+            return
         await conn.execute(
             """
             INSERT INTO images (id, run, status, filename, content_type, size_bytes, sha256, source, camera,
@@ -71,6 +74,8 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
     status = _STATUS[e.outcome]
     reason = None if status == "processed" else e.outcome.value
     async with conn.transaction():
+        if await _erased(conn, e.image_id):
+            return False
         applied = await conn.fetchval(
             """
             INSERT INTO images (id, run, status, status_reason, width, height, face_count, attempts,
@@ -131,6 +136,8 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
 async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
     """Store the failure and its reason. Returns False if a newer run is stored."""
     async with conn.transaction():
+        if await _erased(conn, e.image_id):
+            return False
         applied = await conn.fetchval(
             """
             INSERT INTO images (id, run, status, status_reason, status_detail, attempts, finished_at)
@@ -186,9 +193,14 @@ async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
 
 
 async def gallery_tombstone(conn: asyncpg.Connection, key: str) -> None:
-    """A deleted gallery key: the person (and their faces) or one face is gone."""
+    """A deleted gallery key: the person (their faces, and their name in every result) or
+    one enrolled face is gone."""
     kind, _, rest = key.partition(":")
     if kind == "person":
-        await conn.execute("DELETE FROM people WHERE id = $1", rest)
+        await erase_person(conn, rest)
     elif kind == "face":
         await conn.execute("DELETE FROM person_faces WHERE id = $1", rest.partition(":")[2])
+
+
+async def _erased(conn: asyncpg.Connection, image_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM erased_images WHERE id = $1", image_id))

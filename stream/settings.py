@@ -16,4 +16,7 @@ class StreamSettings(ServiceSettings, DatabaseSettings):
     )
     retry_base_delay_s: float = Field(default=1.0, ge=0, description="Backoff: base * 2^(attempt-1).")
     retry_max_delay_s: float = Field(default=60.0, ge=0)
+    image_bytes_retention_days: float = Field(
+        default=30, gt=0, description="Stored image bytes (for re-runs) are dropped after this long."
+    )
     keep_image_bytes: bool = Field(default=True, description="Store submitted bytes so images can be re-run.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -59,14 +60,20 @@ def _script(name: str, action: str, env: dict[str, str]) -> bool:
     return done.returncode == 0
 
 
-def _start(name: str, env: dict[str, str], state: Path) -> bool:
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start(name: str, env: dict[str, str], state: Path, port: int) -> bool:
     """Start a service unless it already runs; returns whether this session started it
     (and so must stop it): concurrent test sessions share one broker and database.
 
     A service this session starts begins empty (``state`` is wiped first): tests that
     enroll people must not meet the people of an earlier session in the gallery.
     """
-    if _script(name, "status", env):
+    if _port_open(port):  # running: this checkout's (kept) or another session's
         return False
     shutil.rmtree(state, ignore_errors=True)
     _script(name, "start", env)
@@ -96,7 +103,7 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     env = {"KAFKA_PORT": str(KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
-    started = _start("kafka.sh", env, TEST_RUN_DIR / f"kafka-{KAFKA_PORT}")
+    started = _start("kafka.sh", env, TEST_RUN_DIR / f"kafka-{KAFKA_PORT}", KAFKA_PORT)
     yield f"127.0.0.1:{KAFKA_PORT}"
     if started and not _keep():
         _script("kafka.sh", "stop", env)
@@ -114,7 +121,7 @@ def database_url() -> Iterator[str]:
             yield pg.get_connection_url()
         return
     env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off", "PG_DIR": str(PG_DIR)}
-    started = _start("postgres.sh", env, PG_DIR)
+    started = _start("postgres.sh", env, PG_DIR, PG_PORT)
     yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
     if started and not _keep():
         _script("postgres.sh", "stop", env)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api import queries
 from api.deps import PoolDep, ProducerDep
 from api.models import (
+    ImageErasedPublic,
     ImagePublic,
     ImagesPublic,
     ImageStatus,
@@ -30,6 +31,7 @@ from api.models import (
 )
 from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
+from common.erasure import erase_image
 from common.kafka import AsyncProducer
 from schemas.envelope import utcnow
 from schemas.events import ImageSubmitted
@@ -93,6 +95,19 @@ async def rerun_all(
             raise BrokerUnavailable(f"{exc} (re-ran {rerun} of {len(ids)} images before this)") from exc
         rerun += len(stored)
     return RerunsPublic(rerun=rerun, skipped=skipped)
+
+
+@router.delete("/{image_id}")
+async def delete_image(image_id: uuid.UUID, pool: PoolDep) -> ImageErasedPublic:
+    """Erase an image: its row, faces and stored bytes; a later event about it is ignored.
+
+    The copy inside the ``images.*`` topics expires with their retention (7 days). 404 if
+    no such image is stored.
+    """
+    async with pool.acquire() as conn:
+        if not await erase_image(conn, image_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
+    return ImageErasedPublic(image_id=image_id)
 
 
 @router.post("/{image_id}/rerun", status_code=status.HTTP_202_ACCEPTED)

@@ -15,6 +15,7 @@ import uuid
 from typing import Annotated
 
 import asyncpg
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Header, HTTPException, Query, UploadFile, status
 
 from api import queries
@@ -26,11 +27,13 @@ from api.models import (
     PeoplePublic,
     PersonCreate,
     PersonDetailPublic,
+    PersonErasedPublic,
     PersonPublic,
     storable_filename,
 )
-from api.publishing import publish
+from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
+from common.erasure import erase_person
 from common.kafka import AsyncProducer
 from schemas.events import FaceEnrolled, PersonEnrolled
 from schemas.topics import GALLERY, face_key, person_key
@@ -90,6 +93,34 @@ async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep
     if existing is None or existing.name != body.name:
         raise HTTPException(status.HTTP_409_CONFLICT, f"person {person_id} already exists with another name")
     return PersonPublic(**existing.model_dump(exclude={"faces"}))
+
+
+@router.delete("/{person_id}")
+async def delete_person(person_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> PersonErasedPublic:
+    """Erase a person: gallery tombstones, then the read model.
+
+    Tombstones for each enrolled face and for the person go to the compacted gallery
+    topic first (every recognizer drops them from its gallery as it reads them, and
+    compaction removes the encodings from the broker); then the person and their faces
+    are deleted from PostgreSQL and every result naming them is anonymised. 404 unknown
+    person; 503 if the broker does not acknowledge (nothing is erased; retry). Repeating
+    a successful call answers 404.
+    """
+    if not await queries.person_exists(pool, person_id):
+        raise _not_found(person_id)
+    face_ids = [
+        r["id"] for r in await pool.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
+    ]
+    keys = [face_key(str(person_id), str(f)) for f in face_ids] + [person_key(str(person_id))]
+    try:
+        await asyncio.gather(*(producer.send(GALLERY, None, key=k) for k in keys))
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"the event broker did not acknowledge the erasure ({exc}); retry later"
+        ) from exc
+    async with pool.acquire() as conn:
+        await erase_person(conn, person_id)
+    return PersonErasedPublic(person_id=person_id, faces_removed=len(face_ids))
 
 
 @router.post("/{person_id}/faces", status_code=status.HTTP_201_CREATED)

@@ -1,0 +1,49 @@
+"""Erasing a person or an image from the read model (PostgreSQL).
+
+Shared by the results API (which erases on request) and the projector (which erases
+when it reads a gallery tombstone, whoever published it); both are idempotent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
+    """Remove the person and their enrolled faces, and anonymise every result naming them.
+
+    Faces once matched to them become unknown; an image left with no named face turns
+    ``unresolved`` (``unknown_faces``), as if the person had never been enrolled.
+    """
+    async with conn.transaction():
+        touched = await conn.fetch(
+            """UPDATE faces SET person_id = NULL, person_name = NULL
+               WHERE person_id = $1 RETURNING image_id""",
+            person_id,
+        )
+        await conn.execute(
+            """UPDATE images SET status = 'unresolved', status_reason = 'unknown_faces', updated_at = now()
+               WHERE id = ANY($1::uuid[]) AND status = 'processed'
+                 AND NOT EXISTS (SELECT 1 FROM faces f
+                                 WHERE f.image_id = images.id AND f.person_id IS NOT NULL)""",
+            list({r["image_id"] for r in touched}),
+        )
+        await conn.execute("DELETE FROM people WHERE id = $1", person_id)
+
+
+async def erase_image(conn: Any, image_id: uuid.UUID | str) -> bool:
+    """Delete the image, its stored bytes and its faces, and remember that it was erased
+    so that a redelivered event cannot bring it back. Returns whether it existed."""
+    async with conn.transaction():
+        await conn.execute("INSERT INTO erased_images (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", image_id)
+        deleted = await conn.fetchval("DELETE FROM images WHERE id = $1 RETURNING true", image_id)
+    return bool(deleted)
+
+
+async def expire_image_bytes(conn: Any, retention_days: float) -> int:
+    """Drop stored image bytes older than the retention; returns how many were dropped."""
+    result: str = await conn.execute(
+        "DELETE FROM image_blobs WHERE stored_at < now() - make_interval(secs => $1)", retention_days * 86400
+    )
+    return int(result.split()[-1])
