@@ -13,6 +13,9 @@ from typing import Any
 async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
     """Remove the person and their enrolled faces, and anonymise every result naming them.
 
+    The id is remembered, so a result still in flight that names them is anonymised
+    when it is projected (see ``stream.projector.faces_recognized``).
+
     Faces once matched to them become unknown; an image left with no named face turns
     ``unresolved`` (``unknown_faces``), as if the person had never been enrolled.
     """
@@ -30,6 +33,9 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
             list({r["image_id"] for r in touched}),
         )
         await conn.execute("DELETE FROM people WHERE id = $1", person_id)
+        await conn.execute(
+            "INSERT INTO erased_people (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", person_id
+        )
 
 
 async def erase_image(conn: Any, image_id: uuid.UUID | str) -> bool:

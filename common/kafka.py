@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.topics import TOPICS, Topic
@@ -71,6 +71,24 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         if time.monotonic() > deadline:
             raise KafkaUnavailable(f"no leader for the partitions of {pending} within {timeout}s")
         time.sleep(0.1)
+
+
+_RETRIABLE_METADATA = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of ``tp``, retrying while a just-created partition has no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _RETRIABLE_METADATA or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def producer_config(conf: dict[str, Any], **extra: Any) -> dict[str, Any]:

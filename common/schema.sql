@@ -75,3 +75,9 @@ CREATE TABLE IF NOT EXISTS erased_images (
     id        uuid PRIMARY KEY,
     erased_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- People erased on request: results naming them are stored anonymised.
+CREATE TABLE IF NOT EXISTS erased_people (
+    id        uuid PRIMARY KEY,
+    erased_at timestamptz NOT NULL DEFAULT now()
+);

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Requ
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from common.circuit import CircuitBreaker
 from common.http import instrument, ops_router, readable_validation_errors
 from common.kafka import AsyncProducer, ensure_topics
 from ingest.metrics import ACCEPTED_BYTES, ACCEPTED_IMAGES, REJECTED
@@ -59,10 +61,16 @@ class LegacyPaths(BaseModel):
 
 
 class Publisher:
-    """Turns accepted images into ImageSubmitted events and waits for the broker's ack."""
+    """Turns accepted images into ImageSubmitted events and waits for the broker's ack.
+
+    A circuit breaker guards the broker: after repeated failures requests get 503 with
+    ``Retry-After`` at once, instead of each waiting for the delivery timeout, until a
+    probe finds the broker back.
+    """
 
     def __init__(self, producer: AsyncProducer) -> None:
         self.producer = producer
+        self.breaker = CircuitBreaker("kafka", failure_threshold=3, base_delay=1.0, max_delay=30.0)
 
     async def submit(
         self,
@@ -88,15 +96,25 @@ class Publisher:
             image_b64=base64.b64encode(data).decode("ascii"),
             submitted_at=datetime.now(UTC),
         )
+        if not self.breaker.allow():
+            REJECTED.labels("broker_unavailable").inc()
+            retry = max(1, math.ceil(self.breaker.retry_in()))
+            raise HTTPException(
+                503,
+                f"the event broker is unavailable; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
         try:
             await self.producer.send(
                 topics.SUBMITTED, codec.encode_data(event, source=SOURCE, trace_id=trace_id), key=image_id
             )
         except KafkaException as exc:
+            self.breaker.record_failure()
             REJECTED.labels("broker_unavailable").inc()
             raise HTTPException(
                 503, f"the event broker did not accept the image: {exc}", headers={"Retry-After": "5"}
             ) from None
+        self.breaker.record_success()
         ACCEPTED_IMAGES.inc()
         ACCEPTED_BYTES.inc(len(data))
         return AcceptedImage(
@@ -287,7 +305,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings.librdkafka()
         ensure_topics(conf)
-        producer = AsyncProducer(conf)
+        producer = AsyncProducer({**conf, "delivery.timeout.ms": settings.kafka_delivery_timeout_ms})
         app.state.publisher = Publisher(producer)
         try:
             yield

@@ -26,6 +26,9 @@ class IngestSettings(ServiceSettings):
     max_pixels: int = Field(
         default=50_000_000, ge=1, description="Declared pixel count above which an upload is refused."
     )
+    kafka_delivery_timeout_ms: int = Field(
+        default=15_000, ge=1_000, description="How long an upload waits for the broker's ack before 503."
+    )
     max_json_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest JSON body of the legacy endpoints."
     )

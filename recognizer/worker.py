@@ -35,7 +35,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from common.kafka import producer_config
+from common.kafka import producer_config, watermarks
 from recognizer import metrics
 from recognizer.core import DetectionConfig, recognize
 from recognizer.errors import ImageRejected
@@ -72,7 +72,7 @@ class GalleryFeed:
     def load(self, timeout: float = 120.0) -> None:
         """Apply every gallery event up to the current end of the topic."""
         deadline = time.monotonic() + timeout
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(topics.GALLERY, 0), timeout=timeout)
+        _, high = watermarks(self._consumer, TopicPartition(topics.GALLERY, 0), timeout)
         while self.gallery.version < high:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gallery not loaded within {timeout}s ({self.gallery.version}/{high})")

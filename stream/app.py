@@ -31,6 +31,7 @@ from faust import web as faust_web
 from pydantic import BaseModel
 
 from common import erasure
+from common.circuit import CircuitBreaker
 from common.db import create_pool
 from schemas import codec, topics
 from schemas import events as ev
@@ -56,33 +57,39 @@ DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 class Database:
-    """A lazily opened pool whose users wait (with backoff) while PostgreSQL is down.
+    """A lazily opened pool behind a circuit breaker; its users wait while PostgreSQL is down.
 
-    ``run`` never gives up on an unavailable database: the agent calling it stops
-    consuming meanwhile, so nothing is dead-lettered because a dependency was down.
+    ``run`` never gives up on an unavailable database: after a failure the circuit opens
+    and the agent calling it pauses (no calls, no retries burnt) until a probe after a
+    growing delay finds the database back. Nothing is dead-lettered because a dependency
+    was down.
     """
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
+        self.breaker = CircuitBreaker("postgres", failure_threshold=1, base_delay=0.2, max_delay=15.0)
         self.available = False
 
     async def run(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-        delay = 0.2
         while True:
+            if not self.breaker.allow():
+                await asyncio.sleep(self.breaker.retry_in())
+                continue
             try:
                 pool = await self._get()
                 async with pool.acquire(timeout=10) as conn:
                     result = await fn(conn)
-                self.available = True
-                return result
             except DB_UNAVAILABLE as exc:
                 self.available = False
+                self.breaker.record_failure()
                 metrics.PROJECTOR_DB_ERRORS.inc()
-                log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                log.warning("database unavailable (%s); next try in %.1fs", exc, self.breaker.retry_in())
+                continue
+            self.available = True
+            self.breaker.record_success()
+            return result
 
     async def _get(self) -> asyncpg.Pool:
         async with self._lock:

@@ -70,12 +70,38 @@ async def image_submitted(
 
 
 async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, finished_at: datetime) -> bool:
-    """Store the final status and every face. Returns False if a newer run is stored."""
-    status = _STATUS[e.outcome]
-    reason = None if status == "processed" else e.outcome.value
+    """Store the final status and every face. Returns False if a newer run is stored.
+
+    A person erased since the recognizer matched them is not stored: their faces become
+    unknown (a result in flight during an erasure must not bring the name back).
+    """
     async with conn.transaction():
         if await _erased(conn, e.image_id):
             return False
+        named = [f.person_id for f in e.faces if f.person_id is not None]
+        erased = (
+            {
+                str(r["id"])
+                for r in await conn.fetch("SELECT id FROM erased_people WHERE id = ANY($1::uuid[])", named)
+            }
+            if named
+            else set()
+        )
+        if erased:
+            e = e.model_copy(
+                update={
+                    "faces": [
+                        f.model_copy(update={"person_id": None, "person_name": None})
+                        if f.person_id in erased
+                        else f
+                        for f in e.faces
+                    ]
+                }
+            )
+            if not any(f.person_id for f in e.faces):
+                e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
+        status = _STATUS[e.outcome]
+        reason = None if status == "processed" else e.outcome.value
         applied = await conn.fetchval(
             """
             INSERT INTO images (id, run, status, status_reason, width, height, face_count, attempts,

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.deps import get_producer, get_settings
 from api.settings import ApiSettings
-from common.kafka import AsyncProducer
+from common.kafka import AsyncProducer, watermarks
 from schemas.codec import decode
 from schemas.envelope import Envelope
 from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
@@ -183,7 +183,7 @@ class TopicTail:
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
         starts = []
         for p in partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _, high = watermarks(self._consumer, TopicPartition(topic, p), timeout=10)
             starts.append(TopicPartition(topic, p, high))
         self._consumer.assign(starts)
         self._seen: dict[bytes | None, bytes | None] = {}  # key -> first value read
