@@ -70,6 +70,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(page.router)
     readable_validation_errors(app)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    for error in DATABASE_DOWN:
+        app.add_exception_handler(error, _database_unavailable)
     instrument(app, "api")
     return app
 
@@ -81,6 +83,24 @@ async def _database_answers(pool: asyncpg.Pool) -> bool:
         return True
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
+
+
+#: Errors that mean PostgreSQL cannot be reached right now (a 503, not a 500).
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"the database is unavailable ({type(exc).__name__}); retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:

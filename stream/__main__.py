@@ -6,7 +6,10 @@ starts; extra arguments go to Faust (default ``worker -l info``).
 
 from __future__ import annotations
 
+import os
 import sys
+import faulthandler
+from typing import Any
 
 from common.kafka import ensure_topics
 from stream.app import create_app
@@ -17,6 +20,14 @@ def main() -> None:
     settings = StreamSettings()
     ensure_topics(settings.librdkafka())
     app = create_app(settings)
+
+    @app.on_before_shutdown.connect
+    async def exit_soon(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent once the consumer has stopped and committed. Should anything after that
+        # hang (a library thread), dump every thread's stack and exit within the pod's
+        # grace period rather than wait for SIGKILL.
+        faulthandler.dump_traceback_later(10.0, exit=True, file=sys.__stderr__)
+
     argv = sys.argv[1:] or ["worker", "-l", settings.log_level.lower()]
     sys.argv = [sys.argv[0], *argv]
     app.main()

@@ -53,6 +53,7 @@ DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,  # the server is shutting down or restarting
 )
 
 
@@ -119,6 +120,10 @@ def create_app(settings: StreamSettings) -> faust.App:
         broker_commit_interval=1.0,
         topic_allow_declare=False,  # topics are created by common.kafka.ensure_topics
         topic_disable_leader=True,
+        # On shutdown do not wait for events still queued for an agent: Faust can wait
+        # forever for an event fanned out to two agents on one topic. Their offsets are
+        # not committed, so they are redone after the restart (effects are idempotent).
+        stream_wait_empty=False,
     )
     db = Database(settings.database_url.get_secret_value())
 

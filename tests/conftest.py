@@ -28,9 +28,13 @@ from tests.platform import Platform, start_platform
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("FACESTREAM_FACES", ROOT.parent / "shared" / "datasets" / "faces"))
 TEST_RUN_DIR = ROOT / ".run" / "test"
-KAFKA_PORT = 19092
-PG_PORT = 15432
-PG_DIR = Path("/tmp/facestream-test-pg")  # outside the checkout: the postgres user must reach it
+#: FACESTREAM_TEST_PORT_OFFSET shifts every test port, so two test sessions (two
+#: checkouts) can run side by side without sharing a broker or database.
+PORT_OFFSET = int(os.environ.get("FACESTREAM_TEST_PORT_OFFSET", "0"))
+KAFKA_PORT = 19092 + PORT_OFFSET
+PG_PORT = 15432 + PORT_OFFSET
+# outside the checkout: the postgres user must reach it
+PG_DIR = Path(f"/tmp/facestream-test-pg-{PG_PORT}")
 
 
 def _docker_answers() -> bool:

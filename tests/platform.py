@@ -19,6 +19,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".run" / "test" / "logs"
+PORT_OFFSET = int(os.environ.get("FACESTREAM_TEST_PORT_OFFSET", "0"))
 
 
 @dataclass
@@ -30,9 +31,11 @@ class Platform:
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
+    started_with: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str, ready_url: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
+        self.started_with[name] = (args, ready_url)
         log = self.logs[name] = (LOGS / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", name, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -49,6 +52,13 @@ class Platform:
             return proc.wait()
         finally:
             self.logs.pop(name).close()
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> int:
+        """Stop ``name`` with ``sig`` and start it again; returns its exit code."""
+        code = self.stop(name, sig)
+        args, ready_url = self.started_with[name]
+        self.start(name, *args, ready_url=ready_url)
+        return code
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -75,20 +85,20 @@ def start_platform(kafka: str, database_url: str, images_root: Path, workers: in
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "DATABASE_URL": database_url,
         "IMAGES_ROOT": str(images_root),
-        "INGEST_PORT": "18000",
-        "API_PORT": "18001",
+        "INGEST_PORT": str(18000 + PORT_OFFSET),
+        "API_PORT": str(18001 + PORT_OFFSET),
         "API_HOST": "127.0.0.1",
-        "STREAM_WEB_PORT": "16066",
-        "METRICS_PORT": "19101",
+        "STREAM_WEB_PORT": str(16066 + PORT_OFFSET),
+        "METRICS_PORT": str(19101 + PORT_OFFSET),
         "WORKERS": str(workers),
         "RETRY_BASE_DELAY_S": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
     p = Platform(
-        ingest_url="http://127.0.0.1:18000",
-        api_url="http://127.0.0.1:18001",
-        stream_url="http://127.0.0.1:16066",
-        recognizer_url="http://127.0.0.1:19101",
+        ingest_url=f"http://127.0.0.1:{18000 + PORT_OFFSET}",
+        api_url=f"http://127.0.0.1:{18001 + PORT_OFFSET}",
+        stream_url=f"http://127.0.0.1:{16066 + PORT_OFFSET}",
+        recognizer_url=f"http://127.0.0.1:{19101 + PORT_OFFSET}",
         env=env,
     )
     try:
