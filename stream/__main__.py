@@ -6,9 +6,8 @@ starts; extra arguments go to Faust (default ``worker -l info``).
 
 from __future__ import annotations
 
-import os
-import sys
 import faulthandler
+import sys
 from typing import Any
 
 from common.kafka import ensure_topics
