@@ -25,7 +25,7 @@ def main() -> None:
         # Sent once the consumer has stopped and committed. Should anything after that
         # hang (a library thread), dump every thread's stack and exit within the pod's
         # grace period rather than wait for SIGKILL.
-        faulthandler.dump_traceback_later(10.0, exit=True, file=sys.__stderr__)
+        faulthandler.dump_traceback_later(10.0, exit=True, file=2)  # fd 2: mode wraps sys.stderr
 
     argv = sys.argv[1:] or ["worker", "-l", settings.log_level.lower()]
     sys.argv = [sys.argv[0], *argv]
