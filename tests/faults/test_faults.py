@@ -93,18 +93,24 @@ def _check(database_url: str, ids: list[str], fault: str, recovered_s: float) ->
     assert duplicates == 0
 
 
+def _outage(platform: Platform, photos: list[Path], script: str, seconds: float) -> list[str]:
+    """Submit ``photos``, then stop the service of ``script`` for ``seconds`` mid-flow."""
+    with httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest:
+        ids = list(submit(ingest, photos))
+    time.sleep(1)
+    _script(script, "stop")
+    try:
+        time.sleep(seconds)
+    finally:
+        _script(script, "start")
+    return ids
+
+
 def test_postgres_down_for_30_seconds_while_results_flow(
     platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
 ) -> None:
     _native(kafka_bootstrap, database_url)
-    with httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest:
-        ids = list(submit(ingest, _photos(faces_dir, 24)))
-    time.sleep(1)
-    _script("postgres.sh", "stop")
-    try:
-        time.sleep(30)
-    finally:
-        _script("postgres.sh", "start")
+    ids = _outage(platform, _photos(faces_dir, 24), "postgres.sh", seconds=30)
     _check(database_url, ids, "postgres down 30 s", _settle(database_url, ids))
 
 
@@ -112,14 +118,7 @@ def test_broker_restart_while_images_flow(
     platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
 ) -> None:
     _native(kafka_bootstrap, database_url)
-    with httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest:
-        ids = list(submit(ingest, _photos(faces_dir, 24)[::-1]))
-    time.sleep(1)
-    _script("kafka.sh", "stop")
-    try:
-        time.sleep(5)
-    finally:
-        _script("kafka.sh", "start")
+    ids = _outage(platform, _photos(faces_dir, 24)[::-1], "kafka.sh", seconds=5)
     _check(database_url, ids, "broker restart", _settle(database_url, ids))
 
 

@@ -79,15 +79,21 @@ def consume_until(kafka: str, topic: str, match: Any, timeout: float = 120) -> l
     raise AssertionError(f"no matching event on {topic} within {timeout}s")
 
 
+def recognized(kafka: str, image_id: str) -> dict[str, Any]:
+    """The FacesRecognized event of ``image_id``, read from the public results topic."""
+    [result] = consume_until(
+        kafka,
+        "images.results",
+        lambda e: e["type"] == "facestream.faces.recognized" and e["data"]["image_id"] == image_id,
+    )
+    return result
+
+
 def test_an_image_published_by_any_kafka_client_is_processed_like_an_upload(
     platform: Platform, kafka_bootstrap: str, faces_dir: Path
 ) -> None:
     image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
-    [result] = consume_until(
-        kafka_bootstrap,
-        "images.results",
-        lambda e: e["type"] == "facestream.faces.recognized" and e["data"]["image_id"] == image_id,
-    )
+    result = recognized(kafka_bootstrap, image_id)
     data = result["data"]
     assert len(data["faces"]) == 2
     assert {"box", "person_id", "distance"} <= set(data["faces"][0])
@@ -128,11 +134,7 @@ def test_redelivered_results_change_nothing(
     platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
 ) -> None:
     image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
-    [result] = consume_until(
-        kafka_bootstrap,
-        "images.results",
-        lambda e: e["type"] == "facestream.faces.recognized" and e["data"]["image_id"] == image_id,
-    )
+    result = recognized(kafka_bootstrap, image_id)
     with httpx.Client(base_url=platform.api_url) as api:
         before = wait_final(api, [image_id])[image_id]
         rows_before = asyncio.run(_face_rows(database_url, image_id))
