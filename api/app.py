@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from api.deps import Resources
 from api.enrollment import warm_up
 from api.publishing import BrokerUnavailable
-from api.routes import images, page, people
+from api.routes import admin, images, page, people
 from api.settings import ApiSettings
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
@@ -68,6 +68,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(images.router)
     app.include_router(people.router)
     app.include_router(page.router)
+    app.include_router(admin.router)
     readable_validation_errors(app)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     for error in DATABASE_DOWN:

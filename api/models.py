@@ -99,6 +99,11 @@ class ImageErasedPublic(_Public):
     image_id: uuid.UUID
 
 
+class DeadLetterReplayPublic(_Public):
+    replayed: int = Field(description="Dead-lettered images resubmitted as a new run.")
+    skipped: int = Field(description="Parked messages that carry no image (not replayable).")
+
+
 class RerunPublic(_Public):
     image_id: uuid.UUID
     run: int = Field(description="The run the resubmitted image will be recognized as.")

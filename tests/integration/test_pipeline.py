@@ -215,3 +215,22 @@ def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_d
     while time.monotonic() < deadline and len(_worker_pids(platform.procs["recognizer"].pid)) < len(pids):
         time.sleep(0.5)
     assert len(_worker_pids(platform.procs["recognizer"].pid)) == len(pids)
+
+
+def test_dead_letters_are_replayed_as_a_new_run(platform: Platform, faces_dir: Path) -> None:
+    data = (faces_dir / "sample/examples/biden.jpg").read_bytes()
+    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+        r = ingest.post("/v1/images", files=[("files", ("cut.jpg", data[: len(data) // 2]))])
+        image_id = r.json()["data"][0]["id"]
+        assert wait_final(api, [image_id])[image_id]["status"] == "failed"
+        r = api.post("/v1/admin/dead-letters/replay")
+        assert r.status_code == 202, r.text
+        assert r.json()["replayed"] >= 1
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            again = api.get(f"/v1/images/{image_id}").json()
+            if again["run"] == 1 and again["status"] == "failed":
+                break
+            time.sleep(0.5)
+        assert again["run"] == 1  # the same image went through the pipeline once more
+        assert again["status_reason"] == "corrupt_image"  # still truncated: it fails again
