@@ -37,6 +37,8 @@ class Supervisor:
         self.settings = settings
         self.ctx = mp.get_context("spawn")
         self.procs: dict[int, tuple[BaseProcess, Event]] = {}
+        self.started_at: dict[int, float] = {}
+        self.quick_deaths: dict[int, int] = {}
         self.stopping = False
 
     def start(self, index: int) -> None:
@@ -47,6 +49,7 @@ class Supervisor:
         )
         proc.start()
         self.procs[index] = (proc, ready)
+        self.started_at[index] = time.monotonic()
 
     def ready(self) -> bool:
         return not self.stopping and all(p.is_alive() and r.is_set() for p, r in self.procs.values())
@@ -54,11 +57,23 @@ class Supervisor:
     def run(self) -> int:
         for i in range(self.settings.workers):
             self.start(i)
+        restart_at: dict[int, float] = {}
         while not self.stopping:
+            now = time.monotonic()
             for i, (proc, _) in list(self.procs.items()):
-                if not proc.is_alive() and not self.stopping:
-                    logging.warning("worker %d exited with %s; restarting it", i, proc.exitcode)
-                    _mark_dead(proc.pid)
+                if proc.is_alive() or i in restart_at:
+                    continue
+                _mark_dead(proc.pid)
+                # A worker that dies soon after starting (broker unreachable, bad
+                # settings) is restarted with a growing delay, not in a tight loop.
+                lived = now - self.started_at[i]
+                self.quick_deaths[i] = self.quick_deaths.get(i, 0) + 1 if lived < 30 else 0
+                delay = min(30.0, 0.5 * 2 ** self.quick_deaths[i]) if self.quick_deaths[i] else 0.0
+                logging.warning("worker %d exited with %s; restarting it in %.1fs", i, proc.exitcode, delay)
+                restart_at[i] = now + delay
+            for i, when in list(restart_at.items()):
+                if now >= when:
+                    del restart_at[i]
                     self.start(i)
             time.sleep(0.5)
         for proc, _ in self.procs.values():
