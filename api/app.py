@@ -91,6 +91,7 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.OperatorInterventionError,
+    asyncpg.InternalClientError,
     ConnectionError,
     TimeoutError,
 )

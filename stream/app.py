@@ -54,6 +54,7 @@ DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,  # the server is shutting down or restarting
+    asyncpg.InternalClientError,  # a connection left mid-transaction when the server went away
 )
 
 
