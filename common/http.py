@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -79,3 +81,14 @@ def readable_validation_errors(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(RequestValidationError, handler)
+
+
+def serve(app: FastAPI, host: str, port: int, log_level: str) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT.
+
+    On SIGTERM uvicorn stops accepting, finishes in-flight requests (up to 20 s, inside
+    a pod's default 30 s grace period), then runs the lifespan's shutdown (producer
+    flush, pool close), and exits by re-raising the signal.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=20)

@@ -1,20 +1,13 @@
-"""``python -m ingest``: serve the ingest API with uvicorn."""
+"""``python -m ingest``: serve the ingest API on the settings' host and port."""
 
-import uvicorn
-
+from common.http import serve
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 
 def main() -> None:
     settings = IngestSettings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.ingest_host,
-        port=settings.ingest_port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=20,
-    )
+    serve(create_app(settings), settings.ingest_host, settings.ingest_port, settings.log_level)
 
 
 if __name__ == "__main__":
