@@ -24,6 +24,7 @@ from api.enrollment import warm_up
 from api.publishing import BrokerUnavailable
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
+from common.auth import Authenticator
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
 from common.kafka import AsyncProducer, ensure_topics
@@ -64,6 +65,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)
     app.state.settings = settings
+    app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
     app.include_router(ops_router(readiness))
     app.include_router(images.router)
     app.include_router(people.router)

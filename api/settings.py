@@ -5,12 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common.auth import AuthSettings
 from common.settings import DatabaseSettings, ServiceSettings
 
 MIB = 1024 * 1024
 
 
-class ApiSettings(ServiceSettings, DatabaseSettings):
+class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
     """Everything the API needs; invalid values fail at start-up, not on the first request."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)

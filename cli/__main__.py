@@ -1,8 +1,13 @@
-"""``python -m cli {enroll,submit,demo}``: see ``python -m cli --help``."""
+"""``python -m cli {enroll,submit,demo,keys}``: see ``python -m cli --help``.
+
+Every call sends an API key: ``--api-key``, else ``$FACESTREAM_API_KEY``, else the
+bootstrap admin key that ``make up`` wrote to ``.run/admin-key``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +20,43 @@ from cli.folders import images_in, people_in
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "datasets" / "faces" / "sample" / "examples" / "knn_examples"
 FINAL = {"processed", "unresolved", "failed"}
+RUN_DIR = Path(os.environ.get("FACESTREAM_RUN_DIR", ROOT / ".run"))
+
+
+def default_api_key() -> str | None:
+    key = os.environ.get("FACESTREAM_API_KEY")
+    if key:
+        return key
+    stored = RUN_DIR / "admin-key"
+    return stored.read_text().strip() if stored.is_file() else None
+
+
+def keys(api: httpx.Client, args: argparse.Namespace) -> None:
+    """``keys create|list|revoke`` through the results API's admin endpoints."""
+    if args.keys_command == "create":
+        body: dict[str, Any] = {"name": args.name, "scopes": args.scopes.split(",")}
+        if args.rate is not None:
+            body["rate_per_minute"] = args.rate
+        r = api.post("/v1/admin/keys", json=body)
+        _check(r)
+        key = r.json()
+        print(f"created key {key['id']} ({key['name']}; scopes {','.join(key['scopes'])})")
+        print(key["key"])
+        print("Store it now: it is not shown again.", file=sys.stderr)
+    elif args.keys_command == "list":
+        r = api.get("/v1/admin/keys", params={"include_revoked": args.all})
+        _check(r)
+        print(f"{'id':14} {'name':24} {'scopes':28} {'rate/min':>9} {'created':20} revoked")
+        for k in r.json():
+            rate = str(k["rate_per_minute"] or "default")
+            print(
+                f"{k['id']:14} {k['name'][:24]:24} {','.join(k['scopes']):28} {rate:>9} "
+                f"{k['created_at'][:19]:20} {(k['revoked_at'] or '')[:19]}"
+            )
+    else:
+        r = api.delete(f"/v1/admin/keys/{args.id}")
+        _check(r)
+        print(f"revoked key {args.id}")
 
 
 def enroll(api: httpx.Client, folder: Path, per_person: int | None = None) -> dict[str, str]:
@@ -117,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cli", description="facestream command line")
     parser.add_argument("--api", default="http://127.0.0.1:8001", help="results API (default %(default)s)")
     parser.add_argument("--ingest", default="http://127.0.0.1:8000", help="ingest API (default %(default)s)")
+    parser.add_argument(
+        "--api-key", default=default_api_key(), help="API key (default: $FACESTREAM_API_KEY, .run/admin-key)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enroll", help="enroll a folder: <person>/<image> or person_1.jpg files")
     p.add_argument("folder", type=Path)
@@ -129,14 +174,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--known", type=Path, default=SAMPLE / "train")
     p.add_argument("--images", type=Path, default=SAMPLE / "test")
     p.add_argument("--timeout", type=float, default=300)
+    p = sub.add_parser("keys", help="manage API keys (needs an admin key)")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    k = keys_sub.add_parser("create", help="create a key; prints it once")
+    k.add_argument("name")
+    k.add_argument("--scopes", required=True, help="comma-separated: submit,query,enroll,admin")
+    k.add_argument("--rate", type=int, help="requests per minute (default: the services' default)")
+    k = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    k.add_argument("--all", action="store_true", help="include revoked keys")
+    k = keys_sub.add_parser("revoke", help="revoke a key by id")
+    k.add_argument("id")
     args = parser.parse_args(argv)
 
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
     with (
-        httpx.Client(base_url=args.api, timeout=60) as api,
-        httpx.Client(base_url=args.ingest, timeout=60) as ing,
+        httpx.Client(base_url=args.api, timeout=60, headers=headers) as api,
+        httpx.Client(base_url=args.ingest, timeout=60, headers=headers) as ing,
     ):
         try:
-            if args.command == "enroll":
+            if args.command == "keys":
+                keys(api, args)
+            elif args.command == "enroll":
                 enroll(api, args.folder, args.per_person)
             elif args.command == "submit":
                 ids = submit(ing, args.folder)

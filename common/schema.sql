@@ -81,3 +81,14 @@ CREATE TABLE IF NOT EXISTS erased_people (
     id        uuid PRIMARY KEY,
     erased_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- API keys (common/auth.py): only the SHA-256 of each key is stored.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id              text PRIMARY KEY,           -- the public part of fsk_<id>_<secret>
+    name            text        NOT NULL,
+    scopes          text[]      NOT NULL,
+    key_sha256      text        NOT NULL UNIQUE,
+    rate_per_minute integer,                    -- NULL: the service default
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    revoked_at      timestamptz
+);

@@ -26,7 +26,9 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Requ
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from common.auth import Authenticator, require
 from common.circuit import CircuitBreaker
+from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
 from common.kafka import AsyncProducer, ensure_topics
 from ingest.metrics import ACCEPTED_BYTES, ACCEPTED_IMAGES, REJECTED
@@ -152,7 +154,13 @@ def _reject(exc: UploadRejected) -> HTTPException:
 router = APIRouter()
 
 
-@router.post("/v1/images", status_code=202, response_model=AcceptedImages, tags=["images"])
+@router.post(
+    "/v1/images",
+    status_code=202,
+    response_model=AcceptedImages,
+    tags=["images"],
+    dependencies=[require("submit")],
+)
 async def submit_images(
     request: Request,
     settings: SettingsDep,
@@ -269,7 +277,7 @@ async def _submit_paths(
     ]
 
 
-@router.post("/image/post", tags=["legacy"])
+@router.post("/image/post", tags=["legacy"], dependencies=[require("submit")])
 async def legacy_post_image(
     body: LegacyPath, request: Request, settings: SettingsDep, publisher: PublisherDep
 ) -> dict[str, Any]:
@@ -283,7 +291,7 @@ async def legacy_post_image(
     }
 
 
-@router.post("/images/post", tags=["legacy"])
+@router.post("/images/post", tags=["legacy"], dependencies=[require("submit")])
 async def legacy_post_images(
     body: LegacyPaths, request: Request, settings: SettingsDep, publisher: PublisherDep
 ) -> dict[str, Any]:
@@ -305,15 +313,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings.librdkafka()
         ensure_topics(conf)
+        # Only API keys are read from the database: a small pool is plenty.
+        app.state.pool = await create_pool(settings.database_url.get_secret_value(), max_size=4)
         producer = AsyncProducer({**conf, "delivery.timeout.ms": settings.kafka_delivery_timeout_ms})
         app.state.publisher = Publisher(producer)
         try:
             yield
         finally:
             producer.close()
+            await app.state.pool.close()
 
     app = FastAPI(title="facestream ingest", version="1", lifespan=lifespan)
     app.state.settings = settings
+    app.state.auth = Authenticator("ingest", settings, pool=lambda: app.state.pool)
 
     async def readiness() -> dict[str, bool]:
         return {"kafka": app.state.publisher.producer.ready()}

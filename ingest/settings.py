@@ -6,10 +6,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from common.settings import ServiceSettings
+from common.auth import AuthSettings
+from common.settings import DatabaseSettings, ServiceSettings
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
+    """Everything ingest needs. The database is used only to verify API keys."""
+
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     images_root: Path | None = Field(

@@ -5,7 +5,8 @@
 #
 # Environment: WORKERS (recognizer processes; default: the core count), IMAGES_ROOT
 # (folder of the legacy path endpoints; default ../shared/datasets/faces if present),
-# KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead.
+# KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead,
+# ADMIN_API_KEY (the bootstrap admin key; default: one generated into .run/admin-key).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,6 +17,13 @@ bash scripts/install.sh
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then bash scripts/kafka.sh start; fi
 if [ -z "${DATABASE_URL:-}" ]; then bash scripts/postgres.sh start; fi
 export WORKERS=${WORKERS:-$(nproc)}
+if [ -z "${ADMIN_API_KEY:-}" ]; then
+  # A random bootstrap admin key, made once and kept (mode 600); `python -m cli` reads it.
+  if [ ! -s "$run/admin-key" ]; then
+    (umask 077 && .venv/bin/python -c 'import secrets; print("fsk-admin-" + secrets.token_urlsafe(32))' >"$run/admin-key")
+  fi
+  ADMIN_API_KEY=$(cat "$run/admin-key"); export ADMIN_API_KEY
+fi
 if [ -z "${IMAGES_ROOT:-}" ] && [ -d "$root/../shared/datasets/faces" ]; then
   IMAGES_ROOT=$(cd "$root/../shared/datasets/faces" && pwd); export IMAGES_ROOT
 fi
@@ -58,5 +66,6 @@ facestream is up ($WORKERS recognizer processes).
   Results API       http://127.0.0.1:8001/docs    (GET /v1/images, POST /v1/people)
   Metrics           :8000/metrics :8001/metrics :6066/metrics :9101/metrics
   Logs              $run/logs/
+  Admin API key     $run/admin-key  (send it as X-API-Key; python -m cli uses it)
   Try               make demo        Stop: make down
 MSG

@@ -19,8 +19,10 @@ Redone work is harmless: outputs are keyed by image id and the projector upserts
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -109,7 +111,7 @@ def create_app(settings: StreamSettings) -> faust.App:
     app = faust.App(
         settings.stream_app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
-        broker_credentials=_credentials(settings),
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         web_host=settings.stream_web_host,
         web_port=settings.stream_web_port,
@@ -127,6 +129,10 @@ def create_app(settings: StreamSettings) -> faust.App:
         stream_wait_empty=False,
     )
     db = Database(settings.database_url.get_secret_value())
+    crashed: set[str] = set()
+
+    def watched(fun: AgentFun) -> AgentFun:
+        return note_crashes(fun, crashed)
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -188,6 +194,7 @@ def create_app(settings: StreamSettings) -> faust.App:
         return None
 
     @app.agent(submitted)
+    @watched
     async def dispatch(stream: faust.StreamT[bytes]) -> None:
         """Validate each submitted image and hand it to the recognizers."""
         async for event in stream.events():
@@ -201,6 +208,7 @@ def create_app(settings: StreamSettings) -> faust.App:
             metrics.DISPATCHED.labels("new" if image.run == 0 else "rerun").inc()
 
     @app.agent(failures)
+    @watched
     async def handle_failures(stream: faust.StreamT[bytes]) -> None:
         """Retry transient failures with backoff; finish the rest as failed + dead-lettered."""
         async for event in stream.events():
@@ -246,6 +254,7 @@ def create_app(settings: StreamSettings) -> faust.App:
             metrics.RETRIES.inc()
 
     @app.agent(retry)
+    @watched
     async def delayed_retry(stream: faust.StreamT[bytes]) -> None:
         """Hold each retry until its ``not_before``, then send it back to the recognizers."""
         async for event in stream.events():
@@ -276,6 +285,7 @@ def create_app(settings: StreamSettings) -> faust.App:
         metrics.PROJECTED.labels(etype).inc()
 
     @app.agent(submitted)
+    @watched
     async def project_submitted(stream: faust.StreamT[bytes]) -> None:
         """Every submitted image becomes a pending row (with its bytes, for re-runs)."""
         async for event in stream.events():
@@ -295,6 +305,7 @@ def create_app(settings: StreamSettings) -> faust.App:
             )
 
     @app.agent(results)
+    @watched
     async def project_results(stream: faust.StreamT[bytes]) -> None:
         """Final statuses and faces."""
         async for event in stream.events():
@@ -325,6 +336,7 @@ def create_app(settings: StreamSettings) -> faust.App:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
 
     @app.agent(gallery)
+    @watched
     async def project_gallery(stream: faust.StreamT[bytes]) -> None:
         """People and their enrolled faces (tombstones erase them)."""
         async for event in stream.events():
@@ -344,15 +356,20 @@ def create_app(settings: StreamSettings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        # Liveness: an agent that stopped on an unexpected error never resumes by itself
+        # (its last event stays unacknowledged and commits stall), so a restart is due.
+        if crashed:
+            return self.json({"status": "agent crashed", "agents": sorted(crashed)}, status=503)
         return self.json({"status": "ok"})
 
     @app.page("/readyz")
     async def readyz(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
         consumer = app.consumer
         assigned = bool(consumer.assignment()) if consumer is not None else False
-        ok = app.rebalancing is False and assigned and db.available
+        ok = app.rebalancing is False and assigned and db.available and not crashed
+        checks = {"assigned": assigned, "database": db.available, "agents": not crashed}
         return self.json(
-            {"ready": ok, "checks": {"assigned": assigned, "database": db.available}},
+            {"ready": ok, "checks": checks},
             status=200 if ok else 503,
         )
 
@@ -379,11 +396,47 @@ def create_app(settings: StreamSettings) -> faust.App:
     return app
 
 
-def _credentials(settings: StreamSettings) -> Any:
-    if not settings.kafka_sasl_mechanism:
-        return None
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
-        mechanism=settings.kafka_sasl_mechanism,
+AgentFun = Callable[[faust.StreamT[bytes]], Coroutine[Any, Any, None]]
+
+
+def note_crashes(fun: AgentFun, crashed: set[str]) -> AgentFun:
+    """Wrap an agent so that an unexpected error adds its name to ``crashed`` (and is re-raised).
+
+    Faust keeps the worker running when an agent raises; the worker's /healthz then
+    fails, so it is restarted and redoes the events it had not committed.
+    """
+
+    @functools.wraps(fun)
+    async def agent(stream: faust.StreamT[bytes]) -> None:
+        try:
+            await fun(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            crashed.add(fun.__name__)
+            metrics.AGENT_CRASHES.labels(fun.__name__).inc()
+            log.exception("agent %s stopped on an unexpected error; the worker is unhealthy", fun.__name__)
+            raise
+
+    return agent
+
+
+def broker_credentials(settings: StreamSettings) -> Any:
+    """Faust's broker credentials from the same settings the librdkafka clients use."""
+    protocol = settings.kafka_security_protocol
+    context = (
+        ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
+        if protocol in ("SSL", "SASL_SSL")
+        else None
     )
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

@@ -27,3 +27,6 @@ END_TO_END_SECONDS = Histogram(
     "From submission to the result being queryable in PostgreSQL.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
 )
+AGENT_CRASHES = Counter(
+    "facestream_stream_agent_crashes_total", "Agents stopped by an unexpected error, by agent.", ["agent"]
+)

@@ -20,6 +20,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".run" / "test" / "logs"
 PORT_OFFSET = int(os.environ.get("FACESTREAM_TEST_PORT_OFFSET", "0"))
+#: The bootstrap admin key the test platform is started with (tests send it as X-API-Key).
+ADMIN_KEY = "fsk-test-admin-key-not-secret"
 
 
 @dataclass
@@ -32,15 +34,30 @@ class Platform:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     started_with: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=lambda: {"X-API-Key": ADMIN_KEY})
 
-    def start(self, name: str, *args: str, ready_url: str) -> None:
+    def start(
+        self,
+        name: str,
+        *args: str,
+        ready_url: str | None,
+        module: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Run ``python -m <module or name>`` as ``name``; wait for ``ready_url`` unless None."""
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.started_with[name] = (args, ready_url)
+        if ready_url is not None:
+            self.started_with[name] = (args, ready_url)
         log = self.logs[name] = (LOGS / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", name, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module or name, *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        wait_ready(name, ready_url, self.procs[name])
+        if ready_url is not None:
+            wait_ready(name, ready_url, self.procs[name])
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         proc = self.procs.pop(name)
@@ -92,6 +109,7 @@ def start_platform(kafka: str, database_url: str, images_root: Path, workers: in
         "METRICS_PORT": str(19101 + PORT_OFFSET),
         "WORKERS": str(workers),
         "RETRY_BASE_DELAY_S": "0.2",
+        "ADMIN_API_KEY": ADMIN_KEY,
         "PYTHONUNBUFFERED": "1",
     }
     p = Platform(

@@ -6,14 +6,15 @@ import asyncio
 from typing import Annotated
 
 from confluent_kafka import KafkaException
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from api.dead_letters import replay_dead_letters
-from api.deps import SettingsDep
+from api.deps import PoolDep, SettingsDep
 from api.models import DeadLetterReplayPublic
 from api.publishing import BrokerUnavailable
+from common.auth import KeyCreate, KeyCreated, KeyPublic, create_key, list_keys, require, revoke_key
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require("admin")])
 
 
 @router.post("/dead-letters/replay", status_code=status.HTTP_202_ACCEPTED)
@@ -30,3 +31,26 @@ async def replay(
     except KafkaException as exc:
         raise BrokerUnavailable(f"the event broker did not answer ({exc}); retry later") from exc
     return DeadLetterReplayPublic(replayed=result.replayed, skipped=result.skipped)
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED)
+async def create_api_key(pool: PoolDep, spec: KeyCreate) -> KeyCreated:
+    """Create an API key with the given scopes. The key is in this answer and nowhere else."""
+    return await create_key(pool, spec)
+
+
+@router.get("/keys")
+async def list_api_keys(pool: PoolDep, include_revoked: Annotated[bool, Query()] = False) -> list[KeyPublic]:
+    """Every key (without its secret), oldest first."""
+    return await list_keys(pool, include_revoked=include_revoked)
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_api_key(
+    pool: PoolDep, key_id: Annotated[str, Path(min_length=1, max_length=64)]
+) -> KeyPublic:
+    """Revoke a key (idempotent). Services stop accepting it within AUTH_CACHE_TTL_S."""
+    revoked = await revoke_key(pool, key_id)
+    if revoked is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API key {key_id!r}")
+    return revoked

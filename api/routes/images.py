@@ -31,6 +31,7 @@ from api.models import (
 )
 from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
+from common.auth import require
 from common.erasure import erase_image
 from common.kafka import AsyncProducer
 from schemas.envelope import utcnow
@@ -45,7 +46,7 @@ RERUN_MAX = 10_000
 _RERUN_BATCH = 10
 
 
-@router.get("")
+@router.get("", dependencies=[require("query")])
 async def list_images(
     pool: PoolDep,
     status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
@@ -62,7 +63,7 @@ async def list_images(
     )
 
 
-@router.get("/{image_id}")
+@router.get("/{image_id}", dependencies=[require("query")])
 async def get_image(image_id: uuid.UUID, pool: PoolDep) -> ImagePublic:
     image = await queries.get_image(pool, image_id)
     if image is None:
@@ -70,7 +71,7 @@ async def get_image(image_id: uuid.UUID, pool: PoolDep) -> ImagePublic:
     return image
 
 
-@router.post("/rerun", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/rerun", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("submit")])
 async def rerun_all(
     pool: PoolDep,
     producer: ProducerDep,
@@ -97,7 +98,7 @@ async def rerun_all(
     return RerunsPublic(rerun=rerun, skipped=skipped)
 
 
-@router.delete("/{image_id}")
+@router.delete("/{image_id}", dependencies=[require("admin")])
 async def delete_image(image_id: uuid.UUID, pool: PoolDep) -> ImageErasedPublic:
     """Erase an image: its row, faces and stored bytes; a later event about it is ignored.
 
@@ -110,7 +111,7 @@ async def delete_image(image_id: uuid.UUID, pool: PoolDep) -> ImageErasedPublic:
     return ImageErasedPublic(image_id=image_id)
 
 
-@router.post("/{image_id}/rerun", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{image_id}/rerun", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("submit")])
 async def rerun_one(image_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> RerunPublic:
     """Resubmit one failed or unresolved image; 404 unknown, 409 any other status or no stored bytes."""
     row = await queries.rerun_source(pool, image_id)

@@ -20,8 +20,9 @@ from api import queries
 from api.deps import PoolDep
 from api.models import ImagePublic, ImagesPublic, ImageStatus
 from api.routes.paging import Offset
+from common.auth import require
 
-router = APIRouter(tags=["pages"], include_in_schema=False)
+router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[require("query")])
 
 PAGE_SIZE = 50
 REFRESH_SECONDS = 10

@@ -33,6 +33,7 @@ from api.models import (
 )
 from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
+from common.auth import require
 from common.erasure import erase_person
 from common.kafka import AsyncProducer
 from schemas.events import FaceEnrolled, PersonEnrolled
@@ -45,12 +46,12 @@ def _not_found(person_id: uuid.UUID) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no person with id {person_id}")
 
 
-@router.get("")
+@router.get("", dependencies=[require("query")])
 async def list_people(pool: PoolDep, limit: Limit = 50, offset: Offset = 0) -> PeoplePublic:
     return await queries.list_people(pool, limit=limit, offset=offset)
 
 
-@router.get("/{person_id}")
+@router.get("/{person_id}", dependencies=[require("query")])
 async def get_person(person_id: uuid.UUID, pool: PoolDep) -> PersonDetailPublic:
     person = await queries.get_person(pool, person_id)
     if person is None:
@@ -58,7 +59,7 @@ async def get_person(person_id: uuid.UUID, pool: PoolDep) -> PersonDetailPublic:
     return person
 
 
-@router.get("/{person_id}/images")
+@router.get("/{person_id}/images", dependencies=[require("query")])
 async def person_images(
     person_id: uuid.UUID, pool: PoolDep, limit: Limit = 50, offset: Offset = 0
 ) -> ImagesPublic:
@@ -68,7 +69,7 @@ async def person_images(
     return await queries.list_images(pool, person_id=person_id, limit=limit, offset=offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")])
 async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep) -> PersonPublic:
     """Enroll a person and publish ``PersonEnrolled`` to the gallery.
 
@@ -95,7 +96,7 @@ async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep
     return PersonPublic(**existing.model_dump(exclude={"faces"}))
 
 
-@router.delete("/{person_id}")
+@router.delete("/{person_id}", dependencies=[require("admin")])
 async def delete_person(person_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> PersonErasedPublic:
     """Erase a person: gallery tombstones, then the read model.
 
@@ -123,7 +124,7 @@ async def delete_person(person_id: uuid.UUID, pool: PoolDep, producer: ProducerD
     return PersonErasedPublic(person_id=person_id, faces_removed=len(face_ids))
 
 
-@router.post("/{person_id}/faces", status_code=status.HTTP_201_CREATED)
+@router.post("/{person_id}/faces", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")])
 async def enroll_face(
     person_id: uuid.UUID,
     file: UploadFile,

@@ -101,8 +101,8 @@ def test_lfw_known_people_and_strangers(platform: Platform, faces_dir: Path) -> 
     probes = {p: name for name in chosen for p in sorted(by_person[name])[1:]}
 
     with (
-        httpx.Client(base_url=platform.api_url, timeout=60) as api,
-        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         person_ids = {enroll(api, name, photo): name for name, photo in enrolled.items()}
         time.sleep(2)  # let every recognizer apply the new gallery entries
@@ -158,8 +158,8 @@ def test_group_photos_and_odd_inputs(platform: Platform, faces_dir: Path) -> Non
     assert not missing, missing
     existing = cases
     with (
-        httpx.Client(base_url=platform.api_url, timeout=60) as api,
-        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         ids = submit(ingest, list(existing), batch=5)
         results = wait_final(api, list(ids))
@@ -183,8 +183,8 @@ def test_an_unresolved_image_is_recognized_after_enrolling_and_a_rerun(
     person = sorted(p for p in (faces_dir / "lfw-dev/known").iterdir() if len(list(p.iterdir())) >= 4)[-1]
     photos = sorted(person.iterdir())
     with (
-        httpx.Client(base_url=platform.api_url, timeout=60) as api,
-        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         [image_id] = submit(ingest, [photos[3]])
         before = wait_final(api, [image_id])[image_id]

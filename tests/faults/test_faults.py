@@ -95,7 +95,7 @@ def _check(database_url: str, ids: list[str], fault: str, recovered_s: float) ->
 
 def _outage(platform: Platform, photos: list[Path], script: str, seconds: float) -> list[str]:
     """Submit ``photos``, then stop the service of ``script`` for ``seconds`` mid-flow."""
-    with httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest:
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest:
         ids = list(submit(ingest, photos))
     time.sleep(1)
     _script(script, "stop")
@@ -126,10 +126,31 @@ def test_broker_restart_while_images_flow(
 def test_sigterm_to_each_service_hands_work_back(
     platform: Platform, database_url: str, faces_dir: Path, service: str
 ) -> None:
-    with httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest:
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest:
         ids = list(submit(ingest, _photos(faces_dir, 12)))
     code = platform.restart(service, signal.SIGTERM)
     # uvicorn re-raises the signal once it has shut down gracefully (exit -15); -9 would
     # mean it had to be killed after the grace period.
     assert code in (0, -signal.SIGTERM), f"{service} did not shut down cleanly on SIGTERM (exit {code})"
     _check(database_url, ids, f"SIGTERM {service}", _settle(database_url, ids))
+
+
+def test_stream_worker_restarted_during_a_rebalance(
+    platform: Platform, database_url: str, faces_dir: Path
+) -> None:
+    """A second stream worker joins (the group rebalances) and, mid-rebalance, the first is
+    restarted: partitions move twice while dispatch and projection are under way."""
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest:
+        ids = list(submit(ingest, _photos(faces_dir, 24)))
+        port = int(platform.stream_url.rsplit(":", 1)[1]) + 1
+        platform.start("stream-b", ready_url=None, module="stream", env={"STREAM_WEB_PORT": str(port)})
+        try:
+            time.sleep(2)  # stream-b has joined: the rebalance is under way
+            ids += submit(ingest, _photos(faces_dir, 36)[24:])
+            code = platform.restart("stream", signal.SIGTERM)
+            assert code in (0, -signal.SIGTERM), f"stream did not shut down cleanly (exit {code})"
+            ids += submit(ingest, _photos(faces_dir, 48)[36:])
+            recovered = _settle(database_url, ids)
+        finally:
+            platform.stop("stream-b")
+    _check(database_url, ids, "stream restarted mid-rebalance", recovered)

@@ -33,6 +33,7 @@ from schemas.codec import decode
 from schemas.envelope import Envelope
 from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
 from schemas.topics import GALLERY, SUBMITTED, face_key, person_key
+from tests.platform import ADMIN_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -42,7 +43,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 @pytest.fixture(scope="module")
 def settings(kafka_bootstrap: str, database_url: str) -> ApiSettings:
-    return ApiSettings(kafka_bootstrap_servers=kafka_bootstrap, database_url=SecretStr(database_url))
+    return ApiSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=SecretStr(database_url),
+        admin_api_key=SecretStr(ADMIN_KEY),
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -54,7 +59,9 @@ async def app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api", headers={"X-API-Key": ADMIN_KEY}
+    ) as c:
         yield c
 
 

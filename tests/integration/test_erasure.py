@@ -20,8 +20,8 @@ def test_a_deleted_person_is_no_longer_matched_by_any_replica_and_is_anonymised(
     person = sorted(p for p in (faces_dir / "lfw-dev/known").iterdir() if len(list(p.iterdir())) >= 4)[-2]
     photos = sorted(person.iterdir())
     with (
-        httpx.Client(base_url=platform.api_url, timeout=60) as api,
-        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         person_id = enroll(api, person.name, photos[0])
         time.sleep(2)
@@ -56,8 +56,8 @@ def test_a_deleted_person_is_no_longer_matched_by_any_replica_and_is_anonymised(
 
 def test_a_deleted_image_is_gone_and_stays_gone(platform: Platform, faces_dir: Path) -> None:
     with (
-        httpx.Client(base_url=platform.api_url, timeout=60) as api,
-        httpx.Client(base_url=platform.ingest_url, timeout=60) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         [image_id] = submit(ingest, [faces_dir / "sample/examples/biden.jpg"])
         wait_final(api, [image_id])

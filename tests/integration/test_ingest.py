@@ -30,7 +30,7 @@ def _bomb() -> bytes:
 
 @pytest.fixture
 def ingest(platform: Platform) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.ingest_url, timeout=60) as client:
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as client:
         yield client
 
 
@@ -44,7 +44,7 @@ def test_legacy_single_and_batch_paths_are_processed(platform: Platform, ingest:
     )
     assert r.status_code == 200, r.text
     batch = [i["id"] for i in r.json()["images"]]
-    with httpx.Client(base_url=platform.api_url) as api:
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url) as api:
         results = wait_final(api, [single, *batch])
     assert len(results[single]["faces"]) == 1
     assert results[batch[1]]["status_reason"] == "no_face"
@@ -123,7 +123,7 @@ def test_upload_with_metadata_is_queryable_by_camera(
     )
     assert r.status_code == 202
     image_id = r.json()["data"][0]["id"]
-    with httpx.Client(base_url=platform.api_url) as api:
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url) as api:
         result = wait_final(api, [image_id])[image_id]
         assert result["camera"] == "gate-7"
         listed = api.get("/v1/images", params={"camera": "gate-7"}).json()

@@ -99,7 +99,7 @@ def test_an_image_published_by_any_kafka_client_is_processed_like_an_upload(
     assert {"box", "person_id", "distance"} <= set(data["faces"][0])
     assert data["rule"]["tolerance"] > 0
     assert data["model"]["detector"] == "hog"
-    with httpx.Client(base_url=platform.api_url) as api:
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url) as api:
         final = wait_final(api, [image_id])[image_id]
     assert final["status"] in {"processed", "unresolved"}
     assert len(final["faces"]) == 2
@@ -108,7 +108,7 @@ def test_an_image_published_by_any_kafka_client_is_processed_like_an_upload(
 def test_ingest_publishes_one_event_per_file_keyed_by_image_id(
     platform: Platform, kafka_bootstrap: str, faces_dir: Path
 ) -> None:
-    with httpx.Client(base_url=platform.ingest_url) as ingest:
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url) as ingest:
         ids = submit(
             ingest, [faces_dir / "sample/examples/obama.jpg", faces_dir / "sample/examples/biden.jpg"]
         )
@@ -135,7 +135,7 @@ def test_redelivered_results_change_nothing(
 ) -> None:
     image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
     result = recognized(kafka_bootstrap, image_id)
-    with httpx.Client(base_url=platform.api_url) as api:
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url) as api:
         before = wait_final(api, [image_id])[image_id]
         rows_before = asyncio.run(_face_rows(database_url, image_id))
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
@@ -157,7 +157,10 @@ def test_a_truncated_image_fails_with_its_reason_and_is_dead_lettered(
     platform: Platform, kafka_bootstrap: str, faces_dir: Path
 ) -> None:
     data = (faces_dir / "sample/examples/obama.jpg").read_bytes()
-    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+    with (
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url) as api,
+    ):
         r = ingest.post("/v1/images", files=[("files", ("cut.jpg", data[: len(data) // 2]))])
         assert r.status_code == 202  # the header is fine; the damage shows only when decoding
         image_id = r.json()["data"][0]["id"]
@@ -203,7 +206,10 @@ def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_d
     photos = sorted((faces_dir / "lfw-dev/known").glob("A*/*_0001.jpg"))[:16]
     pids = _worker_pids(platform.procs["recognizer"].pid)
     assert pids, "no recognizer worker processes found"
-    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+    with (
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url) as api,
+    ):
         ids = submit(ingest, photos)
         time.sleep(0.5)  # mid-batch: some done, one in each worker's hands
         os.kill(pids[0], signal.SIGKILL)
@@ -219,7 +225,10 @@ def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_d
 
 def test_dead_letters_are_replayed_as_a_new_run(platform: Platform, faces_dir: Path) -> None:
     data = (faces_dir / "sample/examples/biden.jpg").read_bytes()
-    with httpx.Client(base_url=platform.ingest_url) as ingest, httpx.Client(base_url=platform.api_url) as api:
+    with (
+        httpx.Client(headers=platform.headers, base_url=platform.ingest_url) as ingest,
+        httpx.Client(headers=platform.headers, base_url=platform.api_url) as api,
+    ):
         r = ingest.post("/v1/images", files=[("files", ("cut.jpg", data[: len(data) // 2]))])
         image_id = r.json()["data"][0]["id"]
         assert wait_final(api, [image_id])[image_id]["status"] == "failed"

@@ -1,0 +1,331 @@
+"""API keys: who may call the HTTP services, with which scopes, and how often.
+
+A key looks like ``fsk_<id>_<secret>``. The id is public (it names the key in lists,
+logs and metrics); the whole key is shown once, when it is created, and only its
+SHA-256 is stored. A plain hash is the right tool here, unlike for passwords: the secret
+is 256 random bits, so there is nothing to guess and no need for a slow hash.
+
+Scopes: ``submit`` (send images, re-run them), ``query`` (read results and pages),
+``enroll`` (add people and faces), ``admin`` (erase, replay dead letters, manage keys).
+``admin`` implies every other scope.
+
+Two kinds of key are accepted:
+
+* keys created through ``POST /v1/admin/keys`` (or ``python -m cli keys create``),
+  stored in PostgreSQL's ``api_keys`` table;
+* the bootstrap admin key from the ``ADMIN_API_KEY`` setting (a secret), which exists
+  so that the first keys can be created. It is never stored and is not rate-limited.
+
+Clients send a key as ``X-API-Key: <key>``, ``Authorization: Bearer <key>``, or as the
+password of HTTP Basic authentication (what a browser prompts for on the results page).
+
+Verified keys are cached for ``auth_cache_ttl_s`` (revocation takes effect within that
+time). While PostgreSQL is unreachable a key verified in the last ``auth_stale_ok_s``
+keeps working, so an outage of the database does not stop image submission.
+
+Rate limits are token buckets per key and per process: with N replicas of a service a
+key can make N times its limit in all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+from prometheus_client import Counter
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["submit", "query", "enroll", "admin"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+KEY_PREFIX = "fsk_"
+BOOTSTRAP_ID = "bootstrap-admin"
+
+AUTH_FAILURES = Counter(
+    "facestream_auth_failures_total",
+    "Requests refused by authentication or authorisation.",
+    ["service", "reason"],  # missing | invalid | revoked | scope | unavailable
+)
+RATE_LIMITED = Counter("facestream_rate_limited_total", "Requests refused with 429.", ["service"])
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bootstrap admin key (from a secret), used to create the first keys. "
+        "Unset: only keys stored in the database are accepted.",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a verified key is trusted before it is looked up again."
+    )
+    auth_stale_ok_s: float = Field(
+        default=300.0, ge=0, description="While the database is down, keys verified this recently still work."
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per minute for a key created without its own limit."
+    )
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and its public id: ``(fsk_<id>_<secret>, <id>)``."""
+    key_id = secrets.token_hex(6)
+    return f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}", key_id
+
+
+def key_id_of(key: str) -> str | None:
+    """The public id inside a well-formed key, or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    key_id, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(key_id) != 12 or not secret:
+        return None
+    return key_id
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, name, scopes and requests-per-minute (None: unlimited)."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_per_minute: int | None
+
+    def allows(self, scope: Scope) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(min_length=1)
+    rate_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Omit for the service default."
+    )
+
+
+class KeyPublic(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    rate_per_minute: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key itself. Shown only now: store it.")
+
+
+_KEY_COLUMNS = "id, name, scopes, rate_per_minute, created_at, revoked_at"
+
+
+async def create_key(pool: asyncpg.Pool, spec: KeyCreate) -> KeyCreated:
+    key, key_id = new_key()
+    row = await pool.fetchrow(
+        f"INSERT INTO api_keys (id, name, scopes, key_sha256, rate_per_minute) VALUES ($1, $2, $3, $4, $5) "
+        f"RETURNING {_KEY_COLUMNS}",
+        key_id,
+        spec.name,
+        sorted(set(spec.scopes)),
+        digest(key),
+        spec.rate_per_minute,
+    )
+    assert row is not None  # INSERT ... RETURNING always returns the row
+    return KeyCreated(key=key, **dict(row))
+
+
+async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool) -> list[KeyPublic]:
+    where = "" if include_revoked else "WHERE revoked_at IS NULL"
+    rows = await pool.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at, id")
+    return [KeyPublic(**dict(r)) for r in rows]
+
+
+async def revoke_key(pool: asyncpg.Pool, key_id: str) -> KeyPublic | None:
+    """Revoke (idempotently); None if no such key."""
+    row = await pool.fetchrow(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
+        f"WHERE id = $1 RETURNING {_KEY_COLUMNS}",
+        key_id,
+    )
+    return KeyPublic(**dict(row)) if row else None
+
+
+# --------------------------------------------------------------------- rate limits
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets: a key may make ``rate`` requests a minute, and a minute's worth at once."""
+
+    clock: Callable[[], float] = time.monotonic
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def acquire(self, key_id: str, rate_per_minute: int) -> float:
+        """Take a token: 0.0 if allowed, otherwise the seconds until one is available."""
+        now = self.clock()
+        per_second = rate_per_minute / 60.0
+        bucket = self.buckets.get(key_id)
+        if bucket is None:
+            bucket = self.buckets[key_id] = _Bucket(tokens=float(rate_per_minute), at=now)
+        bucket.tokens = min(float(rate_per_minute), bucket.tokens + (now - bucket.at) * per_second)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / per_second
+
+
+# ------------------------------------------------------------------ authentication
+
+_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key; `Authorization: Bearer <key>` and HTTP Basic (key as password) work too.",
+)
+
+#: Errors that mean PostgreSQL cannot be asked right now.
+_DB_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+@dataclass
+class Authenticator:
+    """Verifies keys against the settings and the ``api_keys`` table, with a short cache."""
+
+    service: str
+    settings: AuthSettings
+    pool: Callable[[], asyncpg.Pool]
+    clock: Callable[[], float] = time.monotonic
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    _cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
+
+    async def principal(self, key: str) -> Principal | None:
+        """The key's principal; None if unknown or revoked. Raises HTTP 503 if it cannot tell."""
+        admin = self.settings.admin_api_key
+        if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+            return Principal(BOOTSTRAP_ID, "bootstrap admin", frozenset(SCOPES), None)
+        if key_id_of(key) is None:
+            return None
+        hashed = digest(key)
+        now = self.clock()
+        cached = self._cache.get(hashed)
+        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
+            return cached[0]
+        try:
+            row = await self.pool().fetchrow(
+                "SELECT id, name, scopes, rate_per_minute FROM api_keys "
+                "WHERE key_sha256 = $1 AND revoked_at IS NULL",
+                hashed,
+                timeout=2,
+            )
+        except _DB_DOWN:
+            if cached is not None and now - cached[1] < self.settings.auth_stale_ok_s:
+                return cached[0]
+            AUTH_FAILURES.labels(self.service, "unavailable").inc()
+            raise HTTPException(
+                503, "cannot verify the API key: the database is unavailable", headers={"Retry-After": "5"}
+            ) from None
+        principal = (
+            Principal(
+                row["id"],
+                row["name"],
+                frozenset(row["scopes"]),
+                row["rate_per_minute"] or self.settings.rate_limit_per_minute,
+            )
+            if row
+            else None
+        )
+        if len(self._cache) > 10_000:  # bounded: forget everything rather than grow
+            self._cache.clear()
+        self._cache[hashed] = (principal, now)
+        return principal
+
+    async def authorize(self, request: Request, scope: Scope, header_key: str | None) -> Principal:
+        """The caller's principal if it holds ``scope`` and is within its rate; else 401/403/429."""
+        key = header_key or _key_from_authorization(request.headers.get("authorization"))
+        if not key:
+            AUTH_FAILURES.labels(self.service, "missing").inc()
+            raise _unauthorized("an API key is required (X-API-Key header)")
+        principal = await self.principal(key)
+        if principal is None:
+            AUTH_FAILURES.labels(self.service, "invalid").inc()
+            raise _unauthorized("the API key is not valid (unknown or revoked)")
+        if not principal.allows(scope):
+            AUTH_FAILURES.labels(self.service, "scope").inc()
+            raise HTTPException(403, f"this API key lacks the {scope!r} scope")
+        if principal.rate_per_minute is not None:
+            wait = self.limiter.acquire(principal.key_id, principal.rate_per_minute)
+            if wait > 0:
+                RATE_LIMITED.labels(self.service).inc()
+                retry = max(1, math.ceil(wait))
+                raise HTTPException(
+                    429,
+                    f"rate limit of {principal.rate_per_minute} requests per minute exceeded; "
+                    f"retry in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                )
+        request.state.principal = principal
+        return principal
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        401, detail, headers={"WWW-Authenticate": 'Basic realm="facestream", charset="UTF-8"'}
+    )
+
+
+def _key_from_authorization(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+def require(scope: Scope) -> Any:
+    """A route dependency: the request needs a key with ``scope`` (``dependencies=[require(...)]``).
+
+    The app must hold an :class:`Authenticator` in ``app.state.auth``.
+    """
+
+    async def dependency(
+        request: Request, header_key: Annotated[str | None, Security(_HEADER)] = None
+    ) -> Principal:
+        auth: Authenticator = request.app.state.auth
+        return await auth.authorize(request, scope, header_key)
+
+    return Depends(dependency)
