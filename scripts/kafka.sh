@@ -9,12 +9,18 @@
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
 # FACESTREAM_RUN_DIR (<repo>/.run: logs, data, pid), FACESTREAM_CACHE (~/.cache/facestream:
 # the downloaded jars, shared by every checkout on this machine), PYTHON (<repo>/.venv/bin/python).
+#
+# Optional authenticated listener: KAFKA_SASL_SSL_PORT adds SASL_SSL (TLS + SASL/PLAIN) on
+# that port, with KAFKA_TLS_KEYSTORE (a PEM file: certificate chain, then an unencrypted
+# PKCS#8 private key) and one user, KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD. The
+# PLAINTEXT listener stays on loopback for the broker's own use and the readiness check.
 set -euo pipefail
 
 cmd=${1:-start}
 root=$(cd "$(dirname "$0")/.." && pwd)
 port=${KAFKA_PORT:-9092}
 cport=${KAFKA_CONTROLLER_PORT:-9093}
+sasl_port=${KAFKA_SASL_SSL_PORT:-}
 run_dir=${FACESTREAM_RUN_DIR:-$root/.run}
 cache=${FACESTREAM_CACHE:-$HOME/.cache/facestream}
 python=${PYTHON:-$root/.venv/bin/python}
@@ -56,11 +62,11 @@ start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport${sasl_port:+,SASL_SSL://127.0.0.1:$sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:$port${sasl_port:+,SASL_SSL://127.0.0.1:$sasl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$dir/data
 num.partitions=4
 offsets.topic.replication.factor=1
@@ -74,6 +80,17 @@ auto.create.topics.enable=false
 message.max.bytes=16777216
 replica.fetch.max.bytes=16777216
 PROPS
+    if [ -n "$sasl_port" ]; then
+      : "${KAFKA_TLS_KEYSTORE:?KAFKA_SASL_SSL_PORT needs KAFKA_TLS_KEYSTORE}"
+      : "${KAFKA_SASL_USERNAME:?KAFKA_SASL_SSL_PORT needs KAFKA_SASL_USERNAME}"
+      : "${KAFKA_SASL_PASSWORD:?KAFKA_SASL_SSL_PORT needs KAFKA_SASL_PASSWORD}"
+      cat >> "$dir/server.properties" <<PROPS
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${KAFKA_SASL_USERNAME}="${KAFKA_SASL_PASSWORD}";
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_KEYSTORE
+PROPS
+    fi
     cat > "$dir/log4j2.properties" <<'L4J'
 status = warn
 appender.file.type = File
