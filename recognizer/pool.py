@@ -55,6 +55,11 @@ class Supervisor:
         return not self.stopping and all(p.is_alive() and r.is_set() for p, r in self.procs.values())
 
     def run(self) -> int:
+        # One core per worker: the processes already use every core, so BLAS threads in
+        # each (numpy's matching) would only oversubscribe them. Read by the children,
+        # which load numpy after they are spawned.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         for i in range(self.settings.workers):
             self.start(i)
         restart_at: dict[int, float] = {}

@@ -22,6 +22,7 @@ import socket
 import time
 from base64 import b64decode
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +38,7 @@ from confluent_kafka import (
 
 from common.kafka import producer_config, watermarks
 from recognizer import metrics
-from recognizer.core import DetectionConfig, recognize
+from recognizer.core import DetectionConfig, Recognition, recognize
 from recognizer.errors import ImageRejected
 from recognizer.gallery import Gallery
 from recognizer.settings import RecognizerSettings
@@ -205,100 +206,17 @@ class Worker:
 
     def handle(self, msg: Message) -> None:
         """Process one request message and publish its outcome (see module docstring)."""
-        try:
-            env, request = codec.decode_as(msg.value(), ev.RecognitionRequested)
-            env_trace = env.trace_id
-        except SchemaError as exc:
-            dead = ev.ImageDeadLettered(
-                reason=ev.FailureReason.INVALID_EVENT,
-                detail=str(exc),
-                topic=msg.topic() or "",
-                partition=msg.partition(),
-                offset=msg.offset(),
-                raw=(msg.value() or b"")[:65536].decode("utf-8", "replace"),
-            )
-            self._publish(topics.DEAD_LETTER, msg.key(), codec.encode_data(dead, source=SOURCE), msg)
-            return
-        image = request.image
-        try:
-            data = b64decode(image.image_b64, validate=True)
-            result = recognize(data, self.gallery, self.rule, self.cfg)
-        except ImageRejected as exc:
-            self._fail(msg, request, env_trace, exc.reason, exc.detail, retryable=False)
-            return
-        except (ValueError, TypeError) as exc:  # invalid base64
-            self._fail(
-                msg, request, env_trace, ev.FailureReason.CORRUPT_IMAGE, f"bad image_b64: {exc}", False
-            )
-            return
-        except Exception as exc:
-            log.exception("recognition of %s failed", image.image_id)
-            self._fail(
-                msg, request, env_trace, ev.FailureReason.INTERNAL_ERROR, repr(exc)[:500], retryable=True
-            )
-            return
-        faces = [
-            ev.FaceMatch(
-                index=i,
-                box=f.box,
-                person_id=m.person_id,
-                person_name=m.person_name,
-                distance=m.distance,
-                second_distance=m.second_distance,
-            )
-            for i, (f, m) in enumerate(zip(result.faces, result.matches, strict=True))
-        ]
-        out = ev.FacesRecognized(
-            image_id=image.image_id,
-            run=image.run,
-            attempt=request.attempt,
-            outcome=result.outcome,
-            faces=faces,
-            width=result.width,
-            height=result.height,
-            model=self.cfg.model_info(),
-            rule=self.rule,
-            gallery_version=self.gallery.version,
-            gallery_size=len(self.gallery),
-            timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
-            worker=self.name,
-            submitted_at=image.submitted_at,
-            recognized_at=datetime.now(UTC),
-        )
-        self._publish(
-            topics.RESULTS, msg.key(), codec.encode_data(out, source=SOURCE, trace_id=env_trace), msg
-        )
-        metrics.IMAGES.labels(result.outcome.value).inc()
-        metrics.FACES_PER_IMAGE.observe(len(faces))
-        for stage, ms in result.timings_ms.items():
-            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-        for m in result.matches:
-            if m.distance is not None:
-                metrics.MATCH_DISTANCE.observe(m.distance)
-
-    def _fail(
-        self,
-        msg: Message,
-        request: ev.RecognitionRequested,
-        trace_id: str,
-        reason: ev.FailureReason,
-        detail: str,
-        retryable: bool,
-    ) -> None:
-        failed = ev.RecognitionFailed(
-            image_id=request.image.image_id,
-            run=request.image.run,
-            attempt=request.attempt,
-            reason=reason,
-            detail=detail,
-            retryable=retryable,
-            worker=self.name,
-            request=request,
-        )
-        self._publish(
-            topics.FAILURES, msg.key(), codec.encode_data(failed, source=SOURCE, trace_id=trace_id), msg
-        )
-        metrics.IMAGES.labels("failed" if not retryable else "error").inc()
+        origin = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        out = process_request(msg.value() or b"", origin, self.gallery, self.rule, self.cfg, self.name)
+        self._publish(out.topic, msg.key(), out.payload, msg)
+        metrics.IMAGES.labels(out.label).inc()
+        if out.result is not None:
+            metrics.FACES_PER_IMAGE.observe(len(out.result.faces))
+            for stage, ms in out.result.timings_ms.items():
+                metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+            for m in out.result.matches:
+                if m.distance is not None:
+                    metrics.MATCH_DISTANCE.observe(m.distance)
 
     def _publish(self, topic: str, key: bytes | None, value: bytes, source_msg: Message) -> None:
         """Produce; once acknowledged, store ``source_msg``'s offset for the next commit."""
@@ -319,3 +237,97 @@ class Worker:
         # Wait for the acknowledgement before the next image: the offset must not run
         # ahead of what is durable, and a crash must cost at most this one image.
         self.producer.flush(60)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What one request message turns into: the event to publish, and where."""
+
+    topic: str
+    payload: bytes
+    label: str  # the outcome, or "failed" / "error", for the metrics
+    result: Recognition | None = None
+
+
+def process_request(
+    value: bytes,
+    origin: tuple[str, int, int],
+    gallery: Gallery,
+    rule: ev.MatchRule,
+    cfg: DetectionConfig,
+    worker: str,
+) -> Processed:
+    """Turn one ``images.recognize`` message into its outcome event; no I/O.
+
+    ``origin`` is the message's (topic, partition, offset), quoted by a dead letter.
+    FacesRecognized goes to ``images.results``; RecognitionFailed (retryable or not) to
+    ``images.failures``; a message that is not a valid request to the dead-letter topic.
+    """
+    try:
+        env, request = codec.decode_as(value, ev.RecognitionRequested)
+    except SchemaError as exc:
+        dead = ev.ImageDeadLettered(
+            reason=ev.FailureReason.INVALID_EVENT,
+            detail=str(exc),
+            topic=origin[0],
+            partition=origin[1],
+            offset=origin[2],
+            raw=value[:65536].decode("utf-8", "replace"),
+        )
+        return Processed(topics.DEAD_LETTER, codec.encode_data(dead, source=SOURCE), "failed")
+    image = request.image
+
+    def fail(reason: ev.FailureReason, detail: str, retryable: bool) -> Processed:
+        failed = ev.RecognitionFailed(
+            image_id=image.image_id,
+            run=image.run,
+            attempt=request.attempt,
+            reason=reason,
+            detail=detail,
+            retryable=retryable,
+            worker=worker,
+            request=request,
+        )
+        payload = codec.encode_data(failed, source=SOURCE, trace_id=env.trace_id)
+        return Processed(topics.FAILURES, payload, "error" if retryable else "failed")
+
+    try:
+        data = b64decode(image.image_b64, validate=True)
+        result = recognize(data, gallery, rule, cfg)
+    except ImageRejected as exc:
+        return fail(exc.reason, exc.detail, retryable=False)
+    except (ValueError, TypeError) as exc:  # invalid base64
+        return fail(ev.FailureReason.CORRUPT_IMAGE, f"bad image_b64: {exc}", retryable=False)
+    except Exception as exc:
+        log.exception("recognition of %s failed", image.image_id)
+        return fail(ev.FailureReason.INTERNAL_ERROR, repr(exc)[:500], retryable=True)
+    faces = [
+        ev.FaceMatch(
+            index=i,
+            box=f.box,
+            person_id=m.person_id,
+            person_name=m.person_name,
+            distance=m.distance,
+            second_distance=m.second_distance,
+        )
+        for i, (f, m) in enumerate(zip(result.faces, result.matches, strict=True))
+    ]
+    out = ev.FacesRecognized(
+        image_id=image.image_id,
+        run=image.run,
+        attempt=request.attempt,
+        outcome=result.outcome,
+        faces=faces,
+        width=result.width,
+        height=result.height,
+        model=cfg.model_info(),
+        rule=rule,
+        gallery_version=gallery.version,
+        gallery_size=len(gallery),
+        timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
+        worker=worker,
+        submitted_at=image.submitted_at,
+        recognized_at=datetime.now(UTC),
+    )
+    payload = codec.encode_data(out, source=SOURCE, trace_id=env.trace_id)
+    return Processed(topics.RESULTS, payload, result.outcome.value, result)

@@ -35,6 +35,7 @@ class Platform:
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     started_with: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=lambda: {"X-API-Key": ADMIN_KEY})
+    log_dir: Path = LOGS
 
     def start(
         self,
@@ -45,10 +46,10 @@ class Platform:
         env: dict[str, str] | None = None,
     ) -> None:
         """Run ``python -m <module or name>`` as ``name``; wait for ``ready_url`` unless None."""
-        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         if ready_url is not None:
             self.started_with[name] = (args, ready_url)
-        log = self.logs[name] = (LOGS / f"{name}.log").open("ab")
+        log = self.logs[name] = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module or name, *args],
             cwd=ROOT,
@@ -96,28 +97,44 @@ def wait_ready(name: str, url: str, proc: subprocess.Popen[bytes], timeout: floa
     raise RuntimeError(f"{name} not ready at {url} within {timeout}s; see {LOGS / (name + '.log')}")
 
 
-def start_platform(kafka: str, database_url: str, images_root: Path, workers: int = 2) -> Platform:
-    env = {
+#: Ports of ingest, api, stream and recognizer when the tests run them.
+TEST_PORTS = (18000 + PORT_OFFSET, 18001 + PORT_OFFSET, 16066 + PORT_OFFSET, 19101 + PORT_OFFSET)
+
+
+def start_platform(
+    kafka: str,
+    database_url: str,
+    images_root: Path,
+    workers: int = 2,
+    ports: tuple[int, int, int, int] = TEST_PORTS,
+    env: dict[str, str] | None = None,
+    log_dir: Path = LOGS,
+) -> Platform:
+    """Start stream, recognizer, ingest and api (in that order) and wait until each is ready."""
+    ingest, api, stream, recognizer = ports
+    full_env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "DATABASE_URL": database_url,
         "IMAGES_ROOT": str(images_root),
-        "INGEST_PORT": str(18000 + PORT_OFFSET),
-        "API_PORT": str(18001 + PORT_OFFSET),
+        "INGEST_PORT": str(ingest),
+        "API_PORT": str(api),
         "API_HOST": "127.0.0.1",
-        "STREAM_WEB_PORT": str(16066 + PORT_OFFSET),
-        "METRICS_PORT": str(19101 + PORT_OFFSET),
+        "STREAM_WEB_PORT": str(stream),
+        "METRICS_PORT": str(recognizer),
         "WORKERS": str(workers),
         "RETRY_BASE_DELAY_S": "0.2",
         "ADMIN_API_KEY": ADMIN_KEY,
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     p = Platform(
-        ingest_url=f"http://127.0.0.1:{18000 + PORT_OFFSET}",
-        api_url=f"http://127.0.0.1:{18001 + PORT_OFFSET}",
-        stream_url=f"http://127.0.0.1:{16066 + PORT_OFFSET}",
-        recognizer_url=f"http://127.0.0.1:{19101 + PORT_OFFSET}",
-        env=env,
+        ingest_url=f"http://127.0.0.1:{ingest}",
+        api_url=f"http://127.0.0.1:{api}",
+        stream_url=f"http://127.0.0.1:{stream}",
+        recognizer_url=f"http://127.0.0.1:{recognizer}",
+        env=full_env,
+        log_dir=log_dir,
     )
     try:
         p.start("stream", ready_url=f"{p.stream_url}/readyz")
