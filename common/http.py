@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
     "facestream_http_requests_total", "HTTP requests handled.", ["service", "method", "route", "status"]
@@ -46,23 +47,40 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
     return router
 
 
-def instrument(app: FastAPI, service: str) -> None:
-    """Count and time every request by route template (a bounded label set)."""
+class _Instrumented:
+    """Pure ASGI middleware (``BaseHTTPMiddleware`` costs a task and two streams per request)."""
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_and_note)
         finally:
             # Routing records the matched route in the scope. (Scanning app.router.routes
             # does not work: FastAPI lists an included router as one opaque entry.)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - start)
-            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+
+
+def instrument(app: FastAPI, service: str) -> None:
+    """Count and time every request by route template (a bounded label set)."""
+    app.add_middleware(_Instrumented, service=service)
 
 
 def readable_validation_errors(app: FastAPI) -> None:

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.auth import Authenticator, require
 from common.circuit import CircuitBreaker
@@ -305,6 +306,34 @@ async def legacy_post_images(
     }
 
 
+class BodyLimit:
+    """Refuse a request whose declared body is over the limit (JSON: ``json_limit``) before reading it.
+
+    Pure ASGI: ``BaseHTTPMiddleware`` would cost a task and two streams per request.
+    """
+
+    def __init__(self, app: ASGIApp, json_limit: int, limit: int) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length", b"")
+            if length.isdigit():
+                size = int(length)
+                detail = None
+                if b"json" in headers.get(b"content-type", b"") and size > self.json_limit:
+                    detail = f"JSON body over {self.json_limit} bytes"
+                elif size > self.limit:
+                    detail = f"request body over {self.limit} bytes"
+                if detail is not None:
+                    await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     """Build the ingest app; the producer is created in the lifespan, not at import."""
     settings = settings or IngestSettings()
@@ -330,21 +359,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def readiness() -> dict[str, bool]:
         return {"kafka": app.state.publisher.producer.ready()}
 
-    @app.middleware("http")
-    async def limit_json(request: Request, call_next: Any) -> Any:
-        # Refuse oversized JSON bodies before parsing them.
-        length = request.headers.get("content-length")
-        ctype = request.headers.get("content-type", "")
-        if length and length.isdigit():
-            if "json" in ctype and int(length) > settings.max_json_bytes:
-                return JSONResponse(
-                    {"detail": f"JSON body over {settings.max_json_bytes} bytes"}, status_code=413
-                )
-            limit = settings.max_image_bytes * settings.max_batch_files + 1024 * 1024
-            if int(length) > limit:
-                return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        return await call_next(request)
-
+    app.add_middleware(
+        BodyLimit,
+        json_limit=settings.max_json_bytes,
+        limit=settings.max_image_bytes * settings.max_batch_files + 1024 * 1024,
+    )
     app.include_router(router)
     app.include_router(ops_router(readiness))
     readable_validation_errors(app)

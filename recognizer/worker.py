@@ -1,9 +1,11 @@
 """One recognizer process: the Kafka adapter around :func:`recognizer.core.recognize`.
 
 Delivery contract (at-least-once, idempotent effects):
-- A request's offset is stored for commit only after its outcome has been acknowledged
-  by the broker, so a process killed mid-image commits nothing for it and the image is
-  redone by whichever process gets its partition next.
+- A request's offset is stored for commit only after its outcome, and the outcome of
+  every earlier request of its partition, has been acknowledged by the broker, so a
+  process killed mid-image commits nothing for it and the image is redone by whichever
+  process gets its partition next. (The acknowledgement is not waited for: the next
+  image is recognized meanwhile.)
 - Outcomes are keyed by image id and are deterministic for the same image, run and
   gallery, so a redone image produces the same result (the projector upserts).
 - A failed delivery is fatal for the process: it exits without committing and the
@@ -21,6 +23,7 @@ import signal
 import socket
 import time
 from base64 import b64decode
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,6 +167,8 @@ class Worker:
         self.producer = Producer(producer_config(conf, **{"linger.ms": 0}))
         self._stopping = False
         self._fatal: str | None = None
+        #: per (topic, partition): [offset, acknowledged] of outcomes not yet stored, in order
+        self._in_flight: dict[tuple[str, int], deque[list[Any]]] = {}
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -219,24 +224,38 @@ class Worker:
                     metrics.MATCH_DISTANCE.observe(m.distance)
 
     def _publish(self, topic: str, key: bytes | None, value: bytes, source_msg: Message) -> None:
-        """Produce; once acknowledged, store ``source_msg``'s offset for the next commit."""
-        tp = TopicPartition(
-            source_msg.topic() or "", source_msg.partition() or 0, (source_msg.offset() or 0) + 1
-        )
+        """Produce the outcome of ``source_msg`` without waiting for the acknowledgement.
+
+        The next image is recognized while the broker acknowledges this one (waiting
+        would idle the core for a round trip per image). Offsets are stored in order per
+        partition: a request's offset only once its outcome *and every earlier one of its
+        partition* are acknowledged, so nothing unacknowledged is ever committed.
+        """
+        tp = (source_msg.topic() or "", source_msg.partition() or 0)
+        entry = [source_msg.offset() or 0, False]  # [offset, acknowledged]
+        self._in_flight.setdefault(tp, deque()).append(entry)
 
         def on_delivery(err: KafkaError | None, _m: Message) -> None:
             if err is not None:
                 self._fatal = f"delivery to {topic} failed: {err}"
                 return
-            try:
-                self.consumer.store_offsets(offsets=[tp])
-            except KafkaException as exc:  # partition revoked meanwhile: its new owner redoes it
-                log.info("offset not stored for %s: %s", tp, exc)
+            entry[1] = True
+            self._store_acknowledged(tp)
 
         self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-        # Wait for the acknowledgement before the next image: the offset must not run
-        # ahead of what is durable, and a crash must cost at most this one image.
-        self.producer.flush(60)
+        self.producer.poll(0)  # serve acknowledgements that have arrived
+
+    def _store_acknowledged(self, tp: tuple[str, int]) -> None:
+        pending = self._in_flight[tp]
+        last = None
+        while pending and pending[0][1]:
+            last = pending.popleft()[0]
+        if last is None:
+            return
+        try:
+            self.consumer.store_offsets(offsets=[TopicPartition(tp[0], tp[1], int(last) + 1)])
+        except KafkaException as exc:  # partition revoked meanwhile: its new owner redoes it
+            log.info("offset not stored for %s: %s", tp, exc)
 
 
 @dataclass(frozen=True)

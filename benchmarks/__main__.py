@@ -1,0 +1,135 @@
+"""``python -m benchmarks [--full] [--only pipeline,gallery] [--out bench-results]`` (``make bench``).
+
+Runs the suites on a fresh broker and database of their own (ports 29192 and 25532),
+prints a table, and writes ``<out>/results.json`` (every figure, plus the machine it ran
+on) and the plots (``<out>/*.png``). Quick mode (the default) takes a few minutes on a
+laptop; ``--full`` measures more images, more repeats and the 1M-face gallery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:  # no git
+        commit = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "commit": commit,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _pipeline(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import pipeline
+
+    return pipeline.run(quick, out)
+
+
+def _gallery(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import gallery_scale
+
+    return gallery_scale.run(quick, out)
+
+
+SUITES: dict[str, Callable[[bool, Path], dict[str, Any]]] = {"pipeline": _pipeline, "gallery": _gallery}
+
+
+def report(results: dict[str, Any]) -> str:
+    """The human-readable summary of ``results``."""
+    lines = [
+        f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, mode {results['mode']}"
+    ]
+    p = results.get("pipeline")
+    if p:
+        lines += [
+            "",
+            f"pipeline vs recognize() directly ({p['images']} lfw-dev photos, medians of {p['repeats']})",
+        ]
+        lines.append(
+            f"{'procs':>5} {'direct img/s':>13} {'pipeline img/s':>15} {'efficiency':>11} {'scaling':>8}"
+        )
+        for r in p["scale_out"]:
+            lines.append(
+                f"{r['workers']:>5} {r['direct_ips']:>13.2f} {r['pipeline_ips']:>15.2f} "
+                f"{r['efficiency']:>11.3f} {r['pipeline_scaling']:>8.3f}"
+            )
+        lines += ["", "latency, ingest answer -> result queryable (ms)"]
+        for r in p["latency"]:
+            lines.append(
+                f"  {int(r['load'] * 100)}% load ({r['rate_ips']:.1f} img/s): p50 {r['p50_ms']:.0f}  "
+                f"p95 {r['p95_ms']:.0f}  p99 {r['p99_ms']:.0f}  (model p50 {r['model_p50_ms']:.0f}; "
+                f"overhead p50 {r['overhead_p50_ms']:.0f})"
+            )
+        lines += ["", "ingest, one process on one core"]
+        for r in p["ingest"]:
+            lines.append(
+                f"  {r['batch']:>2} image(s)/request: {r['images_per_s']:.0f} img/s, "
+                f"{r['mb_per_s']:.1f} MB/s, "
+                f"{r['ratio_to_one_recognizer']:.0f}x one recognizer process"
+            )
+        lines += ["", "large photos (seconds; faces found)"]
+        for r in p["large_photos"]:
+            lines.append(
+                f"  {r['photo']} ({r['megapixels']} MP): downscaled {r['downscaled_s']} s, "
+                f"{r['downscaled_faces']} faces; full {r['full_s']} s, {r['full_faces']} faces"
+            )
+    g = results.get("gallery")
+    if g and "table" in g:
+        lines += ["", "gallery at scale", *g["table"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="more images and repeats, and the 1M gallery")
+    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites (%(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    quick = not args.full
+    results: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full"}
+    for name in args.only.split(","):
+        started = time.monotonic()
+        print(f"[bench] {name} ...", flush=True)
+        results[name] = SUITES[name](quick, args.out)
+        print(f"[bench] {name} done in {time.monotonic() - started:.0f} s", flush=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    summary = report(results)
+    (args.out / "summary.txt").write_text(summary + "\n")
+    print("\n" + summary)
+    print(f"\nresults: {args.out / 'results.json'}; plots: {args.out}/*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
