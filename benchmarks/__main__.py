@@ -83,6 +83,12 @@ def report(results: dict[str, Any]) -> str:
                 f"{r['workers']:>5} {r['direct_ips']:>13.2f} {r['pipeline_ips']:>15.2f} "
                 f"{r['efficiency']:>11.3f} {r['pipeline_scaling']:>8.3f}"
             )
+        cpu = p["scale_out"][-1]["cpu_ms_per_image"]
+        lines.append(
+            "CPU ms per image in the pipeline ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+            + ")"
+        )
         lines += ["", "latency, ingest answer -> result queryable (ms)"]
         for r in p["latency"]:
             lines.append(

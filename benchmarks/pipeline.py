@@ -250,12 +250,56 @@ def wait_finished(database_url: str, ids: list[str], timeout: float = 600) -> di
         time.sleep(0.2)
 
 
-def pipeline_throughput(platform: Platform, database_url: str, probes: Sequence[bytes]) -> float:
-    """Images/s from the first upload to the last result queryable in PostgreSQL."""
+def _cpu_seconds(pids: set[int]) -> float:
+    """CPU time (user + system, of reaped children too) of ``pids`` and all their descendants."""
+    stats: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    total, seen = 0.0, set()
+    for pid in stats:
+        p = pid
+        while p in stats and p not in pids and p > 1:
+            p = stats[p][0]
+        if p in pids and pid not in seen:
+            seen.add(pid)
+            total += stats[pid][1]
+    return total
+
+
+def component_pids(platform: Platform) -> dict[str, set[int]]:
+    """The root process of each part of the platform (services, broker, database)."""
+    pids = {name: {proc.pid} for name, proc in platform.procs.items()}
+    kafka = RUN_DIR / f"kafka-{KAFKA_PORT}" / "kafka.pid"
+    postgres = Path(_PG_ENV["PG_DIR"]) / "data" / "postmaster.pid"
+    for name, path in (("kafka", kafka), ("postgres", postgres)):
+        if path.exists():
+            pids[name] = {int(path.read_text().split()[0])}
+    return pids
+
+
+def pipeline_throughput(
+    platform: Platform, database_url: str, probes: Sequence[bytes], cpu: dict[str, list[float]] | None = None
+) -> float:
+    """Images/s from the first upload to the last result queryable in PostgreSQL.
+
+    With ``cpu``, appends each component's CPU milliseconds per image to ``cpu[name]``.
+    """
+    parts = component_pids(platform)
+    before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
     with httpx.Client(base_url=platform.ingest_url, headers=platform.headers, timeout=60) as client:
         start = time.time()
         ids = [i for i, _ in submit(client, probes)]
     done = wait_finished(database_url, ids)
+    if cpu is not None:
+        for name, pids in parts.items():
+            cpu.setdefault(name, []).append((_cpu_seconds(pids) - before[name]) * 1000 / len(ids))
     return len(ids) / (max(done.values()) - start)
 
 
@@ -296,10 +340,16 @@ def ingest_throughput(
     try:
         wait_ready("ingest (pinned)", f"{url}/readyz", proc)
         if len(cores) > 1:
+            # The broker and this client use the other cores: the ingest core is its own.
             os.sched_setaffinity(0, cores[1:])
+            kafka = component_pids(platform).get("kafka", set())
+            for pid in kafka:
+                _pin_all_threads(pid, ",".join(map(str, cores[1:])))
         accepted, sent_bytes, elapsed = asyncio.run(_hammer(url, photos, seconds, batch))
     finally:
         os.sched_setaffinity(0, cores)
+        for pid in component_pids(platform).get("kafka", set()):
+            _pin_all_threads(pid, ",".join(map(str, cores)))
         proc.terminate()
         proc.wait(30)
     return {"images_per_s": accepted / elapsed, "mb_per_s": sent_bytes / elapsed / 1e6, "batch": batch}
@@ -309,7 +359,7 @@ def multipart(photos: Sequence[bytes], boundary: str = "facestreambenchboundary"
     """A ready-made ``files`` upload of ``photos`` (body, content type): the client then costs
     almost nothing per request, so the ingest process, not the load generator, is measured."""
     parts = [
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{i}.jpg\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{i}.jpg"\r\n'
         f"Content-Type: image/jpeg\r\n\r\n".encode()
         + photo
         + b"\r\n"
@@ -318,27 +368,55 @@ def multipart(photos: Sequence[bytes], boundary: str = "facestreambenchboundary"
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def _pin_all_threads(pid: int, cpus: str) -> None:
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=False, stdout=subprocess.DEVNULL)
+
+
 async def _hammer(url: str, photos: Sequence[bytes], seconds: float, batch: int) -> tuple[int, int, float]:
-    bodies = [multipart([photos[(i + k) % len(photos)] for k in range(batch)]) for i in range(len(photos))]
-    sizes = [sum(len(photos[(i + k) % len(photos)]) for k in range(batch)) for i in range(len(photos))]
+    """Upload from 16 keep-alive connections for ``seconds``: (images accepted, bytes, elapsed).
+
+    A minimal HTTP/1.1 client over asyncio streams with the requests built beforehand:
+    httpx costs milliseconds of CPU per request, which on a small machine would measure
+    the load generator instead of the ingest process.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    requests = []
+    for i in range(len(photos)):
+        chunk = [photos[(i + k) % len(photos)] for k in range(batch)]
+        body, ctype = multipart(chunk)
+        head = (
+            f"POST /v1/images HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {ADMIN_KEY}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        requests.append((head + body, sum(len(c) for c in chunk)))
     accepted = sent_bytes = 0
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as client:
 
-        async def one(worker: int) -> None:
-            nonlocal accepted, sent_bytes
-            i = worker
+    async def one(worker: int) -> None:
+        nonlocal accepted, sent_bytes
+        reader, writer = await asyncio.open_connection(host, int(port))
+        i = worker
+        try:
             while time.monotonic() < deadline:
-                body, ctype = bodies[i % len(bodies)]
-                r = await client.post("/v1/images", content=body, headers={"content-type": ctype})
-                if r.status_code == 202:
-                    accepted += batch
-                    sent_bytes += sizes[i % len(bodies)]
+                request, size = requests[i % len(requests)]
                 i += 1
+                writer.write(request)
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if status == 202:
+                    accepted += batch
+                    sent_bytes += size
+        finally:
+            writer.close()
 
-        start = time.monotonic()
-        await asyncio.gather(*(one(w) for w in range(16)))
-        return accepted, sent_bytes, time.monotonic() - start
+    start = time.monotonic()
+    await asyncio.gather(*(one(w) for w in range(16)))
+    return accepted, sent_bytes, time.monotonic() - start
 
 
 # ------------------------------------------------------------------ large photos
@@ -401,13 +479,14 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
                 set_workers(platform, workers)
                 pipeline_throughput(platform, database_url, probes[: 2 * workers])  # every process warm
                 direct, pipeline = [], []
+                cpu: dict[str, list[float]] = {}
                 with direct_pool(workers, events, probes[0]) as pool:
                     for _ in range(repeats):  # alternate, so drifts hit both alike
                         ips, per_image = direct_throughput(pool, probes)
                         direct.append(ips)
                         if workers == 1:
                             model_ms = per_image
-                        pipeline.append(pipeline_throughput(platform, database_url, probes))
+                        pipeline.append(pipeline_throughput(platform, database_url, probes, cpu))
                 scale.append(
                     {
                         "workers": workers,
@@ -415,6 +494,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
                         "pipeline_ips": statistics.median(pipeline),
                         "direct_runs": direct,
                         "pipeline_runs": pipeline,
+                        "cpu_ms_per_image": {name: statistics.median(v) for name, v in cpu.items()},
+                        "model_cpu_ms_per_image": statistics.median(model_ms) if model_ms else None,
                     }
                 )
             one_direct, one_pipe = scale[0]["direct_ips"], scale[0]["pipeline_ips"]
