@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CODE := ingest stream recognizer api schemas common cli benchmarks tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint typecheck unit integration e2e faults demo bench kafka postgres schemas clean
+.PHONY: help install up down test lint typecheck unit integration e2e faults k8s-check demo bench bench-full kafka postgres schemas clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ down: ## stop every service, Kafka and PostgreSQL
 	@bash scripts/down.sh
 
 test: install lint typecheck ## the whole gate: ruff, mypy, then every test (starts its own broker and database)
-	@bash scripts/pytest.sh tests/unit tests/integration tests/e2e tests/faults
+	@bash scripts/pytest.sh tests/unit tests/deploy tests/integration tests/e2e tests/faults
 
 unit: install ## unit tests only (no network)
 	@bash scripts/pytest.sh tests/unit
@@ -39,6 +39,9 @@ typecheck: install ## mypy (strict)
 
 schemas: install ## regenerate schemas/json from the event models
 	@$(PY) -m schemas.generate
+
+k8s-check: install ## render the Kubernetes overlays and validate them offline (no cluster needed)
+	@bash scripts/pytest.sh tests/deploy
 
 faults: install ## fault injection: kill, stop and restart the broker, database and services while images flow
 	@bash scripts/pytest.sh -s tests/faults
