@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CODE := ingest stream recognizer api schemas common cli benchmarks tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint typecheck unit integration e2e faults k8s-check demo bench bench-full kafka postgres schemas clean
+.PHONY: help install up down test lint typecheck unit integration e2e faults k8s-check demo bench bench-full bench-matching kafka postgres schemas clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,7 +49,13 @@ faults: install ## fault injection: kill, stop and restart the broker, database 
 demo: install ## enroll people from a folder and submit images from another (needs `make up`)
 	@$(PY) -m cli demo
 
-bench: install ## benchmarks: matching rule on lfw-dev
+bench: install ## benchmark suite, quick mode (a few minutes): table, bench-results/results.json and plots
+	@$(PY) -m benchmarks
+
+bench-full: install ## benchmark suite, full mode (more images and repeats, the 1M-face gallery)
+	@$(PY) -m benchmarks --full
+
+bench-matching: install ## accuracy of the matching rule on lfw-dev (docs/MATCHING.md)
 	@$(PY) -m benchmarks.matching
 
 kafka: install ## start only the Kafka broker

@@ -22,14 +22,7 @@ from common.auth import (
     key_id_of,
     new_key,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_new_keys_are_unique_and_carry_their_id() -> None:

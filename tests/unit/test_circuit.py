@@ -1,19 +1,12 @@
 from __future__ import annotations
 
 from common.circuit import CircuitBreaker, State
+from tests.clock import Clock
 
 
 def state(cb: CircuitBreaker) -> State:
     """Read the state afresh (mypy would keep the value narrowed by an earlier assert)."""
     return cb.state
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_opens_after_repeated_failures_and_fails_fast() -> None:
