@@ -103,7 +103,7 @@ def throughput(items: list[bytes], mode: str, workers: int, per_worker: int) -> 
         return n / (time.perf_counter() - t)
 
 
-def run(images: int, repeats: int, levels: list[int] | None = None) -> dict[str, Any]:
+def run(images: int, repeats: int, levels: list[int] | None = None, per_worker: int = 0) -> dict[str, Any]:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):  # one core per process, as in the pool
         os.environ.setdefault(var, "1")
     cores = len(os.sched_getaffinity(0))
@@ -114,7 +114,8 @@ def run(images: int, repeats: int, levels: list[int] | None = None) -> dict[str,
     for workers in levels:
         row: dict[str, Any] = {"workers": workers}
         for mode, items in (("model", raw), ("recognizer", messages)):
-            runs = [throughput(items, mode, workers, per_worker=len(items) // 2) for _ in range(repeats)]
+            each = per_worker or len(items) // 2
+            runs = [throughput(items, mode, workers, per_worker=each) for _ in range(repeats)]
             row[f"{mode}_ips"] = statistics.median(runs)
             row[f"{mode}_runs"] = runs
         rows.append(row)
@@ -134,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.model_scaling", description=__doc__)
     parser.add_argument("--images", type=int, default=32, help="distinct photos (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--levels", help="comma-separated process counts (default: 1, 2, 4, ... cores)")
+    parser.add_argument("--per-worker", type=int, default=0, help="images per process (default: half)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     from benchmarks.__main__ import machine
 
-    result = {"machine": machine(), **run(args.images, args.repeats)}
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else None
+    result = {"machine": machine(), **run(args.images, args.repeats, levels, args.per_worker)}
     path = args.out / f"model_scaling-{result['cores']}cores.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path}")
