@@ -40,7 +40,7 @@ typecheck: install ## mypy (strict)
 schemas: install ## regenerate schemas/json from the event models
 	@$(PY) -m schemas.generate
 
-k8s-check: install ## render the Kubernetes overlays and validate them offline (no cluster needed)
+k8s-check: install ## validate deploy/ offline: Kubernetes overlays, compose, Prometheus rules, dashboards
 	@bash scripts/pytest.sh tests/deploy
 
 faults: install ## fault injection: kill, stop and restart the broker, database and services while images flow

@@ -23,6 +23,10 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+#: Methods counted by name; any other (a client may send any token) counts as "other",
+#: so a client cannot grow the label set.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -73,7 +77,7 @@ class _Instrumented:
             # Routing records the matched route in the scope. (Scanning app.router.routes
             # does not work: FastAPI lists an included router as one opaque entry.)
             route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
             HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
 

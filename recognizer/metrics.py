@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from schemas.events import Outcome
+
 IMAGES = Counter("facestream_recognizer_images_total", "Images processed, by outcome.", ["outcome"])
 STAGE_SECONDS = Histogram(
     "facestream_recognizer_stage_seconds",
@@ -25,3 +27,12 @@ GALLERY_VERSION = Gauge(
     "Gallery topic offset this worker has applied.",
     multiprocess_mode="liveall",
 )
+
+# Known label values start at 0, so a rate by outcome or stage is 0 rather than no data
+# before the first image (alerts and dashboards cannot tell "none yet" from "not scraped").
+# Outcomes: schemas.events.Outcome plus recognizer.worker's "failed" (bad input) and
+# "error" (retried); stages: those recognizer.core.recognize times.
+for _outcome in (*(o.value for o in Outcome), "failed", "error"):
+    IMAGES.labels(_outcome)
+for _stage in ("decode", "detect", "encode", "match"):
+    STAGE_SECONDS.labels(_stage)

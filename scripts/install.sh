@@ -22,6 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool and a Prometheus server (tests/deploy checks the alert rules and dashboards,
+# tests/integration scrapes the running platform). Without Recommends: no node exporter.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[install] apt-get install prometheus" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "[install] please install: prometheus (promtool, prometheus)" >&2; exit 1
+  fi
+fi
+
 stamp=$venv/.installed-$(cat "$root/pyproject.toml" "$0" | md5sum | cut -c1-12)
 [ -f "$stamp" ] && exit 0
 echo "[install] creating $venv (pinned dependencies from pyproject.toml)" >&2

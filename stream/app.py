@@ -47,6 +47,8 @@ from stream.settings import StreamSettings
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 SOURCE = "stream"
+#: Seconds between two reads of the consumer lag (a few admin requests to the broker).
+LAG_INTERVAL_S = 15.0
 
 #: Errors that mean "the database is not reachable right now": wait and try again.
 DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -387,6 +389,17 @@ def create_app(settings: StreamSettings) -> faust.App:
         )
         if dropped:
             log.info("dropped the stored bytes of %d images past their retention", dropped)
+
+    lag = metrics.ConsumerLagExporter(
+        settings.librdkafka(),
+        {settings.stream_app_id: metrics.STREAM_INPUTS, settings.recognizer_group_id: (topics.RECOGNIZE,)},
+        watched=[t.name for t in topics.TOPICS],
+    )
+
+    @app.timer(interval=LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def export_consumer_lag() -> None:
+        """Consumer lag per group and partition (metrics.ConsumerLagExporter), off the loop."""
+        await asyncio.to_thread(lag.update)
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_database() -> None:

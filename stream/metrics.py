@@ -1,6 +1,26 @@
-"""Prometheus metrics of the stream service (dispatch, retries, dead letters, projector)."""
+"""Prometheus metrics of the stream service (dispatch, retries, dead letters, projector),
+and the consumer-lag exporter that reads the broker for every consumer group.
 
-from prometheus_client import Counter, Histogram
+Labelled series whose label values are known in advance are created at import with
+value 0, so that a rate over them is 0 rather than no data (an alert or a dashboard
+panel cannot tell "nothing happened" from "not scraped" otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from prometheus_client import Counter, Gauge, Histogram
+
+from schemas import topics
+from schemas.events import FailureReason
+
+log = logging.getLogger(__name__)
 
 DISPATCHED = Counter(
     "facestream_stream_dispatched_total", "Images sent to the recognizers, by kind.", ["kind"]
@@ -30,3 +50,125 @@ END_TO_END_SECONDS = Histogram(
 AGENT_CRASHES = Counter(
     "facestream_stream_agent_crashes_total", "Agents stopped by an unexpected error, by agent.", ["agent"]
 )
+CONSUMER_LAG = Gauge(
+    "facestream_consumer_lag_messages",
+    "Messages a consumer group has yet to consume: end offset minus committed offset, per partition.",
+    ["group", "topic", "partition"],
+)
+PARTITION_END_OFFSET = Gauge(
+    "facestream_kafka_partition_end_offset",
+    "Offset the next message of a partition will get (its deriv is the produce rate).",
+    ["topic", "partition"],
+)
+LAG_ERRORS = Counter(
+    "facestream_consumer_lag_errors_total", "Consumer-lag reads that failed (the broker did not answer)."
+)
+
+#: The topics the stream's agents consume (stream/app.py), i.e. its group's partitions.
+STREAM_INPUTS = (topics.SUBMITTED, topics.FAILURES, topics.RETRY, topics.RESULTS, topics.GALLERY)
+
+for _kind in ("new", "rerun", "retry"):
+    DISPATCHED.labels(_kind)
+for _reason in FailureReason:
+    DEAD_LETTERS.labels(_reason.value)
+for _topic in STREAM_INPUTS:
+    SKIPPED.labels(_topic)
+for _status in ("processed", "unresolved", "failed"):
+    IMAGES_FINISHED.labels(_status)
+for _type in (
+    "image_submitted",
+    "faces_recognized",
+    "image_failed",
+    "person_enrolled",
+    "face_enrolled",
+    "gallery_tombstone",
+):
+    PROJECTED.labels(_type)
+
+Labels = tuple[str, ...]
+
+
+class ConsumerLagExporter:
+    """Sets CONSUMER_LAG for ``groups`` (group id -> the topics it consumes) and
+    PARTITION_END_OFFSET for every topic of ``watched``, from the broker's offsets.
+
+    Lag is end offset minus committed offset; a partition the group has not committed
+    yet (or whose commit predates the retained log) counts from the log start, where a
+    consumer with ``auto.offset.reset=earliest`` (every facestream group) begins.
+
+    :meth:`update` blocks on admin requests (``timeout`` each): run it in a thread. When
+    the broker does not answer, every series is removed rather than left at its last
+    value (a stale lag would look like a healthy one), LAG_ERRORS counts the failure,
+    and the next update sets them again. Label sets are bounded by the topics'
+    partition counts.
+    """
+
+    def __init__(
+        self,
+        conf: Mapping[str, Any],
+        groups: Mapping[str, Sequence[str]],
+        watched: Iterable[str] = (),
+        timeout: float = 5.0,
+    ) -> None:
+        self._conf = dict(conf)
+        self.groups = {g: tuple(ts) for g, ts in groups.items()}
+        self.watched = tuple(sorted({*watched, *(t for ts in self.groups.values() for t in ts)}))
+        self.timeout = timeout
+        self._admin: AdminClient | None = None
+        self._lag_labels: set[Labels] = set()
+        self._end_labels: set[Labels] = set()
+
+    def update(self) -> None:
+        try:
+            lag, ends = self.read()
+        except (KafkaException, FutureTimeout) as exc:
+            LAG_ERRORS.inc()
+            log.warning("consumer lag not read: %s", exc)
+            lag, ends = {}, {}
+        self._lag_labels = _replace(CONSUMER_LAG, self._lag_labels, lag)
+        self._end_labels = _replace(PARTITION_END_OFFSET, self._end_labels, ends)
+
+    def read(self) -> tuple[dict[Labels, int], dict[Labels, int]]:
+        """((group, topic, partition) -> lag, (topic, partition) -> end offset)."""
+        if self._admin is None:
+            self._admin = AdminClient(self._conf)
+        admin = self._admin
+        meta = admin.list_topics(timeout=self.timeout).topics
+        # A topic not created yet has no partitions to report (ensure_topics makes them).
+        tps = [TopicPartition(t, p) for t in self.watched if t in meta for p in sorted(meta[t].partitions)]
+        if not tps:
+            return {}, {}
+        end = self._offsets(admin, tps, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        start = self._offsets(admin, tps, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        lag: dict[Labels, int] = {}
+        for group, group_topics in self.groups.items():
+            wanted = [tp for tp in tps if tp.topic in group_topics]
+            if not wanted:
+                continue
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, wanted)], request_timeout=self.timeout
+            )
+            committed = futures[group].result(timeout=self.timeout)
+            for tp in committed.topic_partitions:
+                key = (tp.topic, tp.partition)
+                # OFFSET_INVALID (-1001) when nothing is committed: max() picks the log start.
+                lag[(group, tp.topic, str(tp.partition))] = max(0, end[key] - max(tp.offset, start[key]))
+        ends: dict[Labels, int] = {(t, str(p)): offset for (t, p), offset in end.items()}
+        return lag, ends
+
+    def _offsets(
+        self, admin: AdminClient, tps: list[TopicPartition], spec: Any
+    ) -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
+        return {
+            (tp.topic, tp.partition): int(f.result(timeout=self.timeout).offset) for tp, f in futures.items()
+        }
+
+
+def _replace(gauge: Gauge, previous: set[Labels], values: Mapping[Labels, int]) -> set[Labels]:
+    """Set ``values`` on ``gauge`` and remove the series of ``previous`` that are gone."""
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for labels in previous - values.keys():
+        gauge.remove(*labels)
+    return set(values)

@@ -9,6 +9,10 @@ from common.settings import DatabaseSettings, ServiceSettings
 
 class StreamSettings(ServiceSettings, DatabaseSettings):
     stream_app_id: str = Field(default="facestream-stream", description="Faust app id = consumer group.")
+    recognizer_group_id: str = Field(
+        default="facestream-recognizers",
+        description="The recognizers' consumer group (RECOGNIZER_GROUP_ID there too), whose lag is exported.",
+    )
     stream_web_host: str = "127.0.0.1"
     stream_web_port: int = Field(default=6066, description="/metrics, /healthz, /readyz of the Faust worker.")
     retry_max_attempts: int = Field(
