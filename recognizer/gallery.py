@@ -10,16 +10,24 @@ encodings). The nearest person is named only when their distance is at most
 further away; otherwise the face is unknown. With ``cohort`` 1 that is the distance to
 the second-nearest person. A stranger tends to sit at similar distances from several
 people; an enrolled person stands out from the crowd, not just from the runner-up.
+
+Search: exact (one matrix product) for every aggregation, except ``centroid`` once at
+least ``ann_threshold`` people have a face: then an approximate index
+(:mod:`recognizer.ann`) proposes candidate people and their exact distances decide.
+``min`` and ``mean`` stay exact at any size (they compare every photo).
 """
 
 from __future__ import annotations
 
+import re
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import MatchRule
+from recognizer.ann import PROBE_FRACTION, CentroidIndex
+from schemas.events import UUID_PATTERN, MatchRule
 
 DIM = 128
 AGGREGATIONS = ("min", "mean", "centroid")
@@ -32,6 +40,24 @@ DEFAULT_TOLERANCE = 0.5
 DEFAULT_MARGIN = 0.1
 DEFAULT_AGGREGATION = "centroid"
 DEFAULT_COHORT = 5
+#: People (with at least one face) from which ``centroid`` search uses the approximate
+#: index; below it exact search is faster (``python -m benchmarks.gallery_scale``). 0: never.
+DEFAULT_ANN_THRESHOLD = 10_000
+#: Candidates the index proposes per probe, re-ranked exactly (at least ``cohort`` + 1).
+ANN_CANDIDATES = 32
+
+
+_UUID = re.compile(UUID_PATTERN)
+FaceKey = int | str
+
+
+def _face_key(face_id: str) -> FaceKey:
+    """How a face id is held: a UUID (every id the API makes) as its 128-bit number, 44
+    bytes instead of 85 for the string (40 MB per 1M faces); any other id as it is.
+    So the same UUID in upper and lower case is the same face."""
+    if len(face_id) == 36 and _UUID.match(face_id):
+        return int(face_id.replace("-", ""), 16)
+    return face_id
 
 
 def rule_name(aggregation: str, cohort: int) -> str:
@@ -107,24 +133,40 @@ class _Layout:
 
 
 class Gallery:
-    """Face encodings by person, with idempotent add/remove (keyed by face id)."""
+    """Face encodings by person, with idempotent add/remove (keyed by face id).
 
-    def __init__(self) -> None:
+    ``ann_threshold``: from this many people with a face, ``centroid`` search goes through
+    the approximate index (0: always exact). Every distance reported is exact either way;
+    the index can only miss a person (see docs/MATCHING.md for the measured recall).
+
+    Memory per face: its float32 encoding (512 bytes) and its id; per person: a float32
+    centroid (512 bytes) and, above the threshold, an 8-bit code in the index.
+    """
+
+    def __init__(self, ann_threshold: int = DEFAULT_ANN_THRESHOLD, ann_probe: float = PROBE_FRACTION) -> None:
+        if ann_threshold < 0:
+            raise ValueError(f"ann_threshold must be 0 (off) or more, not {ann_threshold}")
+        if not 0 < ann_probe <= 1:
+            raise ValueError(f"ann_probe must be a fraction in (0, 1], not {ann_probe}")
+        self.ann_threshold = ann_threshold
+        self.ann_probe = ann_probe
         self._enc = np.empty((1024, DIM), dtype=np.float32)
         self._sq = np.empty(1024, dtype=np.float32)  # squared norms, for fast distances
         self._row_person = np.empty(1024, dtype=np.int32)
         self._n = 0
-        self._face_row: dict[str, int] = {}
-        self._row_face: list[str] = []
+        self._face_row: dict[FaceKey, int] = {}
+        self._row_face: list[FaceKey] = []
         self._person_index: dict[str, int] = {}
         self._person_ids: list[str] = []
         self._layout: _Layout | None = None
-        # Per person index (removed people keep theirs, with count 0): the sum of their
-        # encodings, kept up to date on every add and remove, and their centroid.
-        self._psum = np.zeros((64, DIM), dtype=np.float64)
-        self._pcount = np.zeros(64, dtype=np.int64)
+        # Per person index (removed people keep theirs, with count 0): the mean of their
+        # encodings, kept up to date on every add and remove in O(1), and its squared norm.
+        self._pcount = np.zeros(64, dtype=np.int32)
         self._cent = np.zeros((64, DIM), dtype=np.float32)
         self._csq = np.full(64, np.inf, dtype=np.float32)  # inf: nobody (distance inf)
+        self._alive = 0  # people with at least one face
+        self._index: CentroidIndex | None = None
+        self._dirty: set[int] = set()  # people whose centroid changed since the index saw it
         self.names: dict[str, str] = {}
         #: Offset after the last gallery event applied (set by the adapter).
         self.version = 0
@@ -134,24 +176,42 @@ class Gallery:
 
     @property
     def people(self) -> int:
-        return len({int(p) for p in self._row_person[: self._n]})
+        """People with at least one face."""
+        return self._alive
+
+    @property
+    def uses_index(self) -> bool:
+        """Whether ``centroid`` search goes through the approximate index (after :meth:`prepare`)."""
+        return self._index is not None
 
     def person_id(self, index: int) -> str:
         return self._person_ids[index]
 
     def set_person(self, person_id: str, name: str) -> None:
-        self.names[person_id] = name
+        # The person gets their index now, so names and indices share one id string.
+        self.names[self._person_ids[self._pidx(person_id)]] = name
 
-    def add_face(self, person_id: str, face_id: str, encoding: npt.ArrayLike) -> None:
-        """Add (or replace) one encoding; re-adding the same face id changes nothing."""
-        vec = np.asarray(encoding, dtype=np.float32).reshape(DIM)
+    def _pidx(self, person_id: str) -> int:
         pidx = self._person_index.get(person_id)
         if pidx is None:
             pidx = self._person_index[person_id] = len(self._person_ids)
             self._person_ids.append(person_id)
             if pidx == len(self._pcount):
                 self._grow_people()
-        row = self._face_row.get(face_id)
+        return pidx
+
+    def add_face(self, person_id: str, face_id: str, encoding: npt.ArrayLike) -> None:
+        """Add (or replace) one encoding; re-adding the same face id changes nothing."""
+        if isinstance(encoding, list) and len(encoding) == DIM:
+            try:  # about 5x faster than numpy's conversion of a list (the gallery feed's case)
+                vec = np.frombuffer(array("f", encoding), dtype=np.float32)
+            except (TypeError, OverflowError):  # numpy's error, or its inf
+                vec = np.asarray(encoding, dtype=np.float32).reshape(DIM)
+        else:
+            vec = np.asarray(encoding, dtype=np.float32).reshape(DIM)
+        pidx = self._pidx(person_id)
+        key = _face_key(face_id)
+        row = self._face_row.get(key)
         if row is not None:  # a replacement: take the old encoding out of its person first
             self._account(int(self._row_person[row]), self._enc[row], -1)
         else:
@@ -159,16 +219,19 @@ class Gallery:
                 self._grow()
             row = self._n
             self._n += 1
-            self._face_row[face_id] = row
-            self._row_face.append(face_id)
+            self._face_row[key] = row
+            self._row_face.append(key)
         self._enc[row] = vec
         self._sq[row] = float(vec @ vec)
         self._row_person[row] = pidx
-        self._account(pidx, vec, +1)
+        self._account(pidx, self._enc[row], +1)
         self._layout = None
 
     def remove_face(self, face_id: str) -> None:
-        row = self._face_row.pop(face_id, None)
+        self._remove(_face_key(face_id))
+
+    def _remove(self, key: FaceKey) -> None:
+        row = self._face_row.pop(key, None)
         if row is None:
             return
         self._account(int(self._row_person[row]), self._enc[row], -1)
@@ -187,10 +250,10 @@ class Gallery:
     def remove_person(self, person_id: str) -> None:
         self.names.pop(person_id, None)
         pidx = self._person_index.get(person_id)
-        if pidx is None:
+        if pidx is None or self._pcount[pidx] == 0:  # usually so: faces are erased one by one first
             return
         for row in np.flatnonzero(self._row_person[: self._n] == pidx)[::-1]:
-            self.remove_face(self._row_face[int(row)])
+            self._remove(self._row_face[int(row)])
 
     def _grow(self) -> None:
         cap = len(self._enc) * 2
@@ -202,25 +265,70 @@ class Gallery:
 
     def _grow_people(self) -> None:
         cap = len(self._pcount) * 2
-        for attr, fill in (("_psum", 0.0), ("_pcount", 0), ("_cent", 0.0), ("_csq", np.inf)):
+        for attr, fill in (("_pcount", 0), ("_cent", 0.0), ("_csq", np.inf)):
             old = getattr(self, attr)
-            new = np.full((cap, *old.shape[1:]), fill, dtype=old.dtype)
+            # zeros: the new half stays unmapped (not resident) until people arrive
+            new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[: len(old)] = old
+            if fill:
+                new[len(old) :] = fill
             setattr(self, attr, new)
 
     def _account(self, pidx: int, vec: npt.NDArray[np.float32], sign: int) -> None:
-        """Add (+1) or take out (-1) one encoding of a person: O(1) centroid upkeep."""
-        count = int(self._pcount[pidx]) + sign
+        """Add (+1) or take out (-1) one encoding of a person: O(1) centroid upkeep.
+
+        The running mean is kept in float32 (no float64 sum: half the memory); each
+        change moves it by (vec - mean) / count, rounding by about 1e-7 of a distance,
+        and a person whose last face goes starts afresh.
+        """
+        before = int(self._pcount[pidx])
+        count = before + sign
         self._pcount[pidx] = count
+        if self._index is not None:
+            self._dirty.add(pidx)
+        cent = self._cent[pidx]  # a view: updated in place
         if count == 0:
-            self._psum[pidx] = 0.0  # no drift left behind by removals
-            self._cent[pidx] = 0.0
+            self._alive -= 1
+            cent[:] = 0.0
             self._csq[pidx] = np.inf
             return
-        self._psum[pidx] += sign * vec.astype(np.float64)
-        c = (self._psum[pidx] / count).astype(np.float32)
-        self._cent[pidx] = c
-        self._csq[pidx] = float(c @ c)
+        if before == 0:
+            self._alive += 1
+            cent[:] = vec
+        else:
+            cent += (vec - cent) * np.float32(sign / count)
+        self._csq[pidx] = cent @ cent
+
+    def prepare(self) -> None:
+        """Bring the approximate index in step with the gallery now (matching does it too).
+
+        Builds it once ``ann_threshold`` people have a face (and drops it below), rebuilds
+        it when the gallery has doubled or halved since it was built or a quarter of the
+        people changed (cheaper than one update each), and otherwise applies the changes
+        since the last call. The feed calls this after loading, so that the first image
+        does not wait for the build.
+        """
+        alive = self._alive
+        if not self.ann_threshold or alive < self.ann_threshold:
+            self._index = None
+            self._dirty.clear()
+            return
+        index = self._index
+        if (
+            index is None
+            or alive > 2 * index.built_for
+            or 2 * alive < index.built_for
+            or 4 * len(self._dirty) > alive
+        ):
+            self._index = None  # free the old one before building the new
+            keys = np.flatnonzero(self._pcount[: len(self._person_ids)] > 0)
+            self._index = CentroidIndex(keys, self._cent, self.ann_probe)
+        elif self._dirty:
+            changed = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
+            index.remove(changed)
+            kept = changed[self._pcount[changed] > 0]
+            index.upsert(kept, self._cent[kept])
+        self._dirty.clear()
 
     def _get_layout(self) -> _Layout:
         if self._layout is None:
@@ -248,7 +356,10 @@ class Gallery:
         return self._euclidean(p, self._enc[: self._n], self._sq[: self._n])
 
     def person_distances(self, probes: npt.ArrayLike, aggregation: str) -> tuple[Floats, Ints]:
-        """Each probe's distance to each person, and the person index of each column."""
+        """Each probe's distance to each person, and the person index of each column.
+
+        Always exact, whatever the size (it is the reference the index is measured against).
+        """
         p = np.asarray(probes, dtype=np.float32).reshape(-1, DIM)
         if aggregation == "centroid":  # one column per person index ever seen, inf for nobody
             people = len(self._person_ids)
@@ -264,23 +375,64 @@ class Gallery:
             raise ValueError(f"unknown aggregation {aggregation!r} (one of {', '.join(AGGREGATIONS)})")
         return per, layout.person
 
+    def _nearest_centroids(self, p: npt.NDArray[np.float32], take: int) -> tuple[Floats, Ints]:
+        """Exact: the ``take`` nearest centroids of each probe (distances, person indices), unsorted.
+
+        Ranks squared distances in float32 and takes square roots of the winners only:
+        the same values as :meth:`person_distances`, at a fraction of the cost.
+        """
+        people = len(self._person_ids)
+        d2 = self._csq[:people][None, :] - 2.0 * (p @ self._cent[:people].T)
+        if take < people:
+            ids = np.argpartition(d2, take - 1, axis=1)[:, :take]
+        else:
+            ids = np.broadcast_to(np.arange(people), (len(p), people))
+        pp = (p * p).sum(axis=1)[:, None]
+        dist = np.sqrt(np.maximum(pp + np.take_along_axis(d2, ids, axis=1), 0.0))
+        return dist.astype(np.float64), ids
+
+    def _candidate_centroids(self, p: npt.NDArray[np.float32], take: int) -> tuple[Floats, Ints]:
+        """Approximate: the index's candidates for each probe, at their exact distances."""
+        assert self._index is not None
+        ids = self._index.search(p, max(take, ANN_CANDIDATES))
+        missing = ids < 0  # fewer candidates than asked for in the lists scanned
+        ids = np.where(missing, 0, ids)
+        cent = self._cent[ids]  # (probes, candidates, DIM)
+        d2 = (p * p).sum(axis=1)[:, None] + self._csq[ids] - 2.0 * np.einsum("nd,nkd->nk", p, cent)
+        dist = np.sqrt(np.maximum(d2, 0.0)).astype(np.float64)
+        dist[missing] = np.inf
+        return dist, ids
+
     def nearest(self, probes: npt.ArrayLike, aggregation: str, cohort: int) -> Nearest:
         """The nearest person of each probe, and the distances the margin compares it with.
 
-        O(gallery) per probe: one matrix product (with the encodings, or with one centroid
-        per person), a grouping by person for ``min`` and ``mean``, and a partial sort.
+        Exact: O(gallery) per probe, one matrix product (with the encodings, or with one
+        centroid per person), a grouping by person for ``min`` and ``mean``, and a partial
+        sort. ``centroid`` with the index in use (:meth:`prepare`): O(people / 8) per
+        probe; the candidates' distances are exact, a person it does not propose is missed.
         """
-        per, person = self.person_distances(probes, aggregation)
-        n, people = per.shape
-        take = min(cohort + 1, people)
-        if take < people:
-            near = np.argpartition(per, take - 1, axis=1)[:, :take]
+        p = np.asarray(probes, dtype=np.float32).reshape(-1, DIM)
+        n = len(p)
+        if aggregation == "centroid":
+            self.prepare()
+            take = min(cohort + 1, len(self._person_ids))
+            if self._index is not None:
+                per, cols = self._candidate_centroids(p, take)
+            else:
+                per, cols = self._nearest_centroids(p, take)
         else:
-            near = np.broadcast_to(np.arange(people), (n, people))
-        vals = np.take_along_axis(per, near, axis=1).astype(np.float64)
-        by = np.argsort(vals, axis=1, kind="stable")
-        vals = np.take_along_axis(vals, by, axis=1)
-        first = near[np.arange(n), by[:, 0]]
+            per, person = self.person_distances(p, aggregation)
+            people = per.shape[1]
+            take = min(cohort + 1, people)
+            if take < people:
+                near = np.argpartition(per, take - 1, axis=1)[:, :take]
+                per = np.take_along_axis(per, near, axis=1)
+            else:
+                near = np.broadcast_to(np.arange(people), (n, people))
+            cols = person[near]
+        by = np.argsort(per, axis=1, kind="stable")[:, :take]
+        vals = np.take_along_axis(per, by, axis=1)
+        first = np.take_along_axis(cols, by[:, :1], axis=1)[:, 0]
         others = vals[:, 1:]
         present = np.isfinite(others)  # inf: a removed person's empty slot
         count = present.sum(axis=1)
@@ -288,8 +440,8 @@ class Gallery:
             mean = np.where(present, others, 0.0).sum(axis=1) / count
         nan = np.full(n, np.nan)
         return Nearest(
-            person=person[first],
-            best=vals[:, 0],
+            person=first.astype(np.intp),
+            best=vals[:, 0].astype(np.float64),
             second=np.where(count > 0, others[:, 0], nan) if others.shape[1] else nan,
             cohort=np.where(count > 0, mean, nan),
         )

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from common.settings import ServiceSettings
 from recognizer.core import DetectionConfig
-from recognizer.gallery import AGGREGATIONS, default_rule
+from recognizer.gallery import AGGREGATIONS, DEFAULT_ANN_THRESHOLD, default_rule
 from schemas.events import MatchRule
 
 #: The shipped decision rule, chosen on lfw-dev (docs/MATCHING.md); each part is a setting.
@@ -25,6 +25,12 @@ class RecognizerSettings(ServiceSettings):
         default=_RULE.aggregation, description=f"One of {', '.join(AGGREGATIONS)}."
     )
     match_cohort: int = Field(default=_RULE.cohort, ge=1, description="People averaged for the margin.")
+    gallery_ann_threshold: int = Field(
+        default=DEFAULT_ANN_THRESHOLD,
+        ge=0,
+        description="People (with a face) from which centroid matching uses the approximate index"
+        " (faiss IVF, exact re-ranking); below it, and for min/mean, search is exact. 0: always exact.",
+    )
     detection_max_side: int = Field(default=1024, ge=64)
     detection_upsample: int = Field(default=1, ge=0, le=3)
     max_pixels: int = Field(default=50_000_000, ge=1)

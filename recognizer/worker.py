@@ -17,6 +17,8 @@ needs nothing but the broker) and then tailed between images.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -57,6 +59,13 @@ class FatalDeliveryError(RuntimeError):
     """An outcome could not be delivered: the process stops without committing."""
 
 
+def _release_free_memory() -> None:
+    """Hand the heap memory freed after loading (fetch buffers, decoded records) back to
+    the system, so that a replica's resident memory is its gallery's (glibc only)."""
+    with contextlib.suppress(OSError, AttributeError):  # another C library keeps what it keeps
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class GalleryFeed:
     """Keeps a :class:`Gallery` in step with the compacted gallery topic."""
 
@@ -70,21 +79,32 @@ class GalleryFeed:
                 # Long polls: the broker answers as soon as an event arrives, and an idle
                 # gallery costs it one fetch per 0.5 s instead of one per few ms.
                 "fetch.wait.max.ms": 500,
+                # Loading reads the whole topic (about 3 KB per face): a bounded prefetch
+                # (the memory is the gallery's), refilled as soon as it has room: by
+                # default a full queue pauses fetching for 1 s, which made a 200k-face
+                # load 2.5x slower.
+                "fetch.max.bytes": 8 * 1024 * 1024,
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                "queued.max.messages.kbytes": 16 * 1024,
+                "fetch.queue.backoff.ms": 10,
             }
         )
         self._tp = TopicPartition(topics.GALLERY, 0, OFFSET_BEGINNING)
         self._consumer.assign([self._tp])
 
     def load(self, timeout: float = 120.0) -> None:
-        """Apply every gallery event up to the current end of the topic."""
+        """Apply every gallery event up to the current end of the topic, then build the
+        gallery's search index (so the first image does not wait for it)."""
         deadline = time.monotonic() + timeout
         _, high = watermarks(self._consumer, TopicPartition(topics.GALLERY, 0), timeout)
         while self.gallery.version < high:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gallery not loaded within {timeout}s ({self.gallery.version}/{high})")
-            msg = self._consumer.poll(0.5)
-            if msg is not None:
+            # In batches: one call per message costs more than decoding a small one.
+            for msg in self._consumer.consume(1000, 0.5):
                 self._apply(msg)
+        self.gallery.prepare()
+        _release_free_memory()
         self._report()
 
     def apply_pending(self, budget: int = 10_000) -> int:
@@ -106,9 +126,17 @@ class GalleryFeed:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("gallery read error: %s", err)
             return
-        key = (msg.key() or b"").decode("utf-8", "replace")
         self.gallery.version = (msg.offset() or 0) + 1
         value = msg.value()
+        # Most records, checked without building the models (3x faster: loading 1M faces).
+        fast = codec.gallery_event(value)
+        if isinstance(fast, codec.GalleryFace):
+            self.gallery.add_face(fast.person_id, fast.face_id, fast.encoding)
+            return
+        if isinstance(fast, codec.GalleryPerson):
+            self.gallery.set_person(fast.person_id, fast.name)
+            return
+        key = (msg.key() or b"").decode("utf-8", "replace")
         if value is None:  # tombstone: erase the person or the face
             kind, _, rest = key.partition(":")
             if kind == "person":
@@ -144,7 +172,7 @@ class Worker:
         self.rule = settings.rule()
         self.cfg: DetectionConfig = settings.detection()
         conf = settings.librdkafka()
-        self.gallery = Gallery()
+        self.gallery = Gallery(ann_threshold=settings.gallery_ann_threshold)
         self.feed = GalleryFeed(conf, self.gallery)
         self.consumer = Consumer(
             {

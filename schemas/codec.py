@@ -10,8 +10,10 @@ while old consumers still run).
 
 from __future__ import annotations
 
+import re
+from array import array
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -114,6 +116,68 @@ def decode_as(raw: bytes | str | None, model: type[M]) -> tuple[Envelope[Any], M
     if not isinstance(env.data, model):
         raise SchemaError(f"expected {TYPE_OF[model]}, got {env.type}")
     return env, env.data
+
+
+class GalleryFace(NamedTuple):
+    """What the gallery reads from a ``FaceEnrolled``: whose face, which face, its encoding."""
+
+    person_id: str
+    face_id: str
+    encoding: array[float]  # typecode "d", 128 values
+
+
+class GalleryPerson(NamedTuple):
+    """What the gallery reads from a ``PersonEnrolled``."""
+
+    person_id: str
+    name: str
+
+
+_FACE_ENROLLED = "facestream.face.enrolled"
+_PERSON_ENROLLED = "facestream.person.enrolled"
+#: The fast path reads version 1's fields: once a type moves on, its records (old ones
+#: included, which need upcasting) take the full path until the fast one is updated.
+_FAST = frozenset(t for t in (_FACE_ENROLLED, _PERSON_ENROLLED) if EVENT_TYPES[t][0] == 1)
+_UUID = re.compile(ev.UUID_PATTERN)
+
+
+def gallery_event(raw: bytes | str | None) -> GalleryFace | GalleryPerson | None:
+    """The gallery feed's fast path: the fields the gallery reads from a current-version
+    ``FaceEnrolled`` or ``PersonEnrolled``, checked as the models check them.
+
+    Checked: the envelope's type and version, the ids (UUIDs), the encoding (128 numbers;
+    as in the model, ``true`` counts as 1) and the name (1 to 200 characters). Not checked:
+    the fields the gallery does not read (model, box, times, source). Anything else
+    returns None (another type or version, a failed check, not JSON, a tombstone): the
+    caller then calls :func:`decode`, which upcasts, validates everything and raises the
+    ``SchemaError``. Loading a gallery of 1M faces is mostly this call, 3x faster than
+    :func:`decode`.
+    """
+    if raw is None:
+        return None
+    try:
+        obj = orjson.loads(raw)
+        etype, data = obj["type"], obj["data"]
+        if etype not in _FAST or obj["version"] != 1 or type(data) is not dict:
+            return None
+        person_id = data["person_id"]
+        if type(person_id) is not str or not _UUID.match(person_id):
+            return None
+        if etype == _FACE_ENROLLED:
+            face_id, encoding = data["face_id"], data["encoding"]
+            if type(face_id) is not str or not _UUID.match(face_id) or type(encoding) is not list:
+                return None
+            if len(encoding) != 128:
+                return None
+            return GalleryFace(person_id, face_id, array("d", encoding))  # TypeError: not numbers
+        if etype == _PERSON_ENROLLED:
+            name = data["name"]
+            if type(name) is not str or not 1 <= len(name) <= 200:
+                return None
+            return GalleryPerson(person_id, name)
+    except (orjson.JSONDecodeError, KeyError, TypeError, OverflowError):
+        return None
+    return None
 
 
 def _short(exc: ValidationError) -> str:
