@@ -150,8 +150,8 @@ def gallery_event(raw: bytes | str | None) -> GalleryFace | GalleryPerson | None
     the fields the gallery does not read (model, box, times, source). Anything else
     returns None (another type or version, a failed check, not JSON, a tombstone): the
     caller then calls :func:`decode`, which upcasts, validates everything and raises the
-    ``SchemaError``. Loading a gallery of 1M faces is mostly this call, 3x faster than
-    :func:`decode`.
+    ``SchemaError``. Loading a gallery of 1M faces is mostly this call: about 16 us per
+    face record against 25 us for :func:`decode` (most of either is parsing 128 floats).
     """
     if raw is None:
         return None
