@@ -191,6 +191,9 @@ def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Traf
         # A method outside the known set must count as "other", not as a new label value.
         ingest.request("BREW", "/v1/images")
         # An unreadable event on the broker: the stream dead-letters it (invalid_event).
+        # First make sure Prometheus holds the counter's value from before, or the
+        # increase the alert looks for could fall before its first sample.
+        _wait_for(prometheus, DEAD_INVALID, "the stream's dead-letter counter is not scraped")
         producer = Producer({"bootstrap.servers": platform.env["KAFKA_BOOTSTRAP_SERVERS"]})
         producer.produce(topics.SUBMITTED, key=b"observability-poison", value=b"this is no event")
         assert producer.flush(30) == 0, "the poison message was not delivered"
@@ -339,7 +342,18 @@ def test_lag_read_failure_is_counted_not_raised() -> None:
     assert REGISTRY.get_sample_value("facestream_consumer_lag_errors_total") == before + 1
 
 
+DEAD_INVALID = 'facestream_stream_dead_letters_total{reason="invalid_event"}'
+
+
+def _wait_for(prometheus: Prometheus, expr: str, failure: str) -> None:
+    deadline = time.monotonic() + SETTLE_S
+    while not prometheus.query(expr):
+        assert time.monotonic() < deadline, f"{failure} ({expr} empty after {SETTLE_S:.0f} s)"
+        time.sleep(1)
+
+
 def test_alert_rules_evaluate_and_the_dead_letter_fires(prometheus: Prometheus, traffic: Traffic) -> None:
+    _wait_for(prometheus, f"increase({DEAD_INVALID}[10m]) > 0", "the poison event was not dead-lettered")
     deadline = time.monotonic() + SETTLE_S
     while True:
         firing = {
