@@ -48,6 +48,8 @@ from prometheus_client import Counter
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.db import DATABASE_UNAVAILABLE
+
 Scope = Literal["submit", "query", "enroll", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 KEY_PREFIX = "fsk_"
@@ -210,9 +212,6 @@ _HEADER = APIKeyHeader(
     description="An API key; `Authorization: Bearer <key>` and HTTP Basic (key as password) work too.",
 )
 
-#: Errors that mean PostgreSQL cannot be asked right now.
-_DB_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-
 
 @dataclass
 class Authenticator:
@@ -244,7 +243,7 @@ class Authenticator:
                 hashed,
                 timeout=2,
             )
-        except _DB_DOWN:
+        except DATABASE_UNAVAILABLE:
             if cached is not None and now - cached[1] < self.settings.auth_stale_ok_s:
                 return cached[0]
             AUTH_FAILURES.labels(self.service, "unavailable").inc()

@@ -9,6 +9,17 @@ import asyncpg
 
 SCHEMA = (Path(__file__).with_name("schema.sql")).read_text()
 
+#: Errors that mean "the database is not reachable right now": wait and try again.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,  # the server is shutting down or restarting
+    asyncpg.InternalClientError,  # a connection left mid-transaction when the server went away
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from common import erasure
 from common.circuit import CircuitBreaker
-from common.db import create_pool
+from common.db import DATABASE_UNAVAILABLE, create_pool
 from schemas import codec, topics
 from schemas import events as ev
 from schemas.codec import UnknownEvent
@@ -49,17 +49,6 @@ M = TypeVar("M", bound=BaseModel)
 SOURCE = "stream"
 #: Seconds between two reads of the consumer lag (a few admin requests to the broker).
 LAG_INTERVAL_S = 15.0
-
-#: Errors that mean "the database is not reachable right now": wait and try again.
-DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.OperatorInterventionError,  # the server is shutting down or restarting
-    asyncpg.InternalClientError,  # a connection left mid-transaction when the server went away
-)
 
 
 class Database:
@@ -87,7 +76,7 @@ class Database:
                 pool = await self._get()
                 async with pool.acquire(timeout=10) as conn:
                     result = await fn(conn)
-            except DB_UNAVAILABLE as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 self.available = False
                 self.breaker.record_failure()
                 metrics.PROJECTOR_DB_ERRORS.inc()
