@@ -1,7 +1,7 @@
 """The results API's composition root: :func:`create_app` wires settings, clients and routes.
 
 Nothing connects at import time. The lifespan creates the topics if missing, the
-database pool (which applies the schema), the Kafka producer and the process pool that
+database pool (which applies the schema), the publisher and the process pool that
 encodes enrollment photos, and closes them in reverse order on shutdown. Start-up fails
 (and the process exits) if the broker or the database does not answer.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,13 +22,14 @@ from fastapi.responses import JSONResponse
 
 from api.deps import Resources
 from api.enrollment import warm_up
-from api.publishing import BrokerUnavailable
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
 from common.auth import Authenticator
 from common.db import create_pool
+from common.errors import BrokerUnavailable
 from common.http import instrument, ops_router, readable_validation_errors
-from common.kafka import AsyncProducer, ensure_topics
+from common.kafka import ensure_topics
+from common.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings.database_url.get_secret_value(), max_size=settings.db_pool_max_size
             )
             stack.push_async_callback(pool.close)
-            producer = AsyncProducer(
-                settings.librdkafka(**{"delivery.timeout.ms": settings.kafka_delivery_timeout_ms})
+            publisher = Publisher.connect(
+                settings.librdkafka(), source="api", delivery_timeout_ms=settings.kafka_delivery_timeout_ms
             )
-            stack.push_async_callback(asyncio.to_thread, producer.close)
+            stack.push_async_callback(asyncio.to_thread, publisher.close)
             # One worker: dlib is CPU-bound and enrollments are rare. "spawn", because
             # forking a process that runs threads (the producer's) can deadlock the child.
             encoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
             stack.push_async_callback(asyncio.to_thread, encoder.shutdown, wait=True, cancel_futures=True)
             encoder.submit(warm_up)  # in the background: start-up does not wait for it
-            app.state.resources = Resources(pool=pool, producer=producer, encoder=encoder)
+            app.state.resources = Resources(pool=pool, publisher=publisher, encoder=encoder)
             log.info("api ready on %s:%s", settings.api_host, settings.api_port)
             yield
 
@@ -60,7 +62,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         resources: Resources = app.state.resources
         return {
             "database": await _database_answers(resources.pool),
-            "kafka": await asyncio.to_thread(resources.producer.ready),
+            "kafka": await asyncio.to_thread(resources.publisher.ready),
         }
 
     app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)
@@ -108,4 +110,9 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
 
 
 async def _broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    assert isinstance(exc, BrokerUnavailable)
+    return JSONResponse(
+        {"detail": str(exc)},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+    )

@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from api.settings import ApiSettings
-from common.kafka import AsyncProducer
+from common.publisher import Publisher
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Resources:
     """The clients one running app holds; created and closed by its lifespan."""
 
     pool: asyncpg.Pool
-    producer: AsyncProducer
+    publisher: Publisher  # the one way to publish (common.publisher): acknowledged, behind a breaker
     encoder: Executor  # runs api.enrollment.scan_photo out of the event loop
 
 
@@ -38,8 +38,8 @@ def get_pool(request: Request) -> asyncpg.Pool:
     return _resources(request).pool
 
 
-def get_producer(request: Request) -> AsyncProducer:
-    return _resources(request).producer
+def get_publisher(request: Request) -> Publisher:
+    return _resources(request).publisher
 
 
 def get_encoder(request: Request) -> Executor:
@@ -48,5 +48,5 @@ def get_encoder(request: Request) -> Executor:
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
-ProducerDep = Annotated[AsyncProducer, Depends(get_producer)]
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 EncoderDep = Annotated[Executor, Depends(get_encoder)]

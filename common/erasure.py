@@ -44,6 +44,7 @@ async def erase_image(conn: Any, image_id: uuid.UUID | str) -> bool:
     async with conn.transaction():
         await conn.execute("INSERT INTO erased_images (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", image_id)
         deleted = await conn.fetchval("DELETE FROM images WHERE id = $1 RETURNING true", image_id)
+        await conn.execute("DELETE FROM retries WHERE image_id = $1", image_id)  # they carry its bytes
     return bool(deleted)
 
 

@@ -10,27 +10,27 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
+from common.errors import BrokerUnavailable
 from schemas.topics import TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
 
-class KafkaUnavailable(RuntimeError):
-    """The broker did not answer in time."""
-
-
 def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeout: float = 30.0) -> None:
-    """Create any missing topic with its partitions and config; existing ones are kept.
+    """Create any missing topic with its partitions and config; an existing topic with
+    fewer partitions than declared is grown to the declared count (never shrunk).
 
-    Raises :class:`KafkaUnavailable` if the broker does not answer within ``timeout``.
+    Raises :class:`BrokerUnavailable` if the broker does not answer within ``timeout``.
     """
     admin = AdminClient(conf)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise KafkaUnavailable(str(exc)) from exc
+        raise BrokerUnavailable(str(exc)) from exc
+    topics = list(topics)
+    _grow_partitions(admin, [t for t in topics if t.name in existing], timeout)
     missing = [t for t in topics if t.name not in existing]
     if not missing:
         return
@@ -52,6 +52,30 @@ def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeou
     _wait_for_leaders(admin, [t.name for t in missing], timeout)
 
 
+def _grow_partitions(admin: AdminClient, declared: list[Topic], timeout: float) -> None:
+    """Add partitions to topics created with fewer (an upgrade raised the count).
+
+    New partitions only receive new messages; keys move to other partitions from then on,
+    which facestream tolerates: every consumer orders an image's events by its ``run``.
+    """
+    meta = admin.list_topics(timeout=timeout).topics
+    grow = [
+        NewPartitions(t.name, t.partitions)
+        for t in declared
+        if t.name in meta and meta[t.name].partitions and len(meta[t.name].partitions) < t.partitions
+    ]
+    if not grow:
+        return
+    for name, fut in admin.create_partitions(grow, request_timeout=timeout).items():
+        try:
+            fut.result(timeout=timeout)
+            log.info("grew topic %s to its declared partitions", name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.INVALID_PARTITIONS:  # another service did it first
+                raise
+    _wait_for_leaders(admin, [p.topic for p in grow], timeout)
+
+
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
     """Return once every partition of ``names`` has a leader: a topic that was just created
     answers NOT_LEADER_FOR_PARTITION until its leaders are elected and known."""
@@ -69,7 +93,7 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise KafkaUnavailable(f"no leader for the partitions of {pending} within {timeout}s")
+            raise BrokerUnavailable(f"no leader for the partitions of {pending} within {timeout}s")
         time.sleep(0.1)
 
 
@@ -128,23 +152,28 @@ class AsyncProducer:
         value: bytes | None,
         key: str | bytes | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> None:
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        """Returns the (partition, offset) the broker stored the message at."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
 
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
                 loop.call_soon_threadsafe(_set_exc, fut, KafkaException(err))
             else:
-                loop.call_soon_threadsafe(_set_result, fut)
+                loop.call_soon_threadsafe(_set_result, fut, (msg.partition(), msg.offset()))
 
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery, **extra
+                )
                 break
             except BufferError:  # local queue full: let deliveries drain
                 await asyncio.sleep(0.05)
-        await fut
+        return await fut
 
     def ready(self, timeout: float = 2.0) -> bool:
         """True when the broker answers a metadata request now."""
@@ -161,11 +190,11 @@ class AsyncProducer:
         self._thread.join(timeout=2)
 
 
-def _set_result(fut: asyncio.Future[None]) -> None:
+def _set_result(fut: asyncio.Future[tuple[int, int]], where: tuple[int, int]) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(where)
 
 
-def _set_exc(fut: asyncio.Future[None], exc: BaseException) -> None:
+def _set_exc(fut: asyncio.Future[tuple[int, int]], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)

@@ -92,3 +92,25 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at      timestamptz NOT NULL DEFAULT now(),
     revoked_at      timestamptz
 );
+
+-- Retries waiting for their due time (stream/retries.py). A waiting retry holds up
+-- nothing else: the stream worker sends each to the recognizers once it is due.
+-- (image_id, run, attempt) keys it, so a redelivered failure schedules nothing twice.
+CREATE TABLE IF NOT EXISTS retries (
+    image_id     uuid        NOT NULL,
+    run          integer     NOT NULL,
+    attempt      integer     NOT NULL,
+    due_at       timestamptz NOT NULL,
+    request      bytea       NOT NULL,   -- the RecognitionRequested event, as published
+    scheduled_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (image_id, run, attempt)
+);
+CREATE INDEX IF NOT EXISTS retries_due_idx ON retries (due_at);
+
+-- Where the image's submission lies on images.submitted, and the reconciler's record
+-- (stream/reconciler.py): an image pending for too long is sent to the recognizers again.
+ALTER TABLE images ADD COLUMN IF NOT EXISTS kafka_partition integer;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS kafka_offset bigint;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS redispatched_at timestamptz;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS redispatches integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS images_pending_idx ON images (updated_at) WHERE status = 'pending';

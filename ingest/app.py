@@ -5,124 +5,66 @@ How image bytes travel: inside the ImageSubmitted event (base64), up to
 every service free of shared volumes and blob stores, makes each event self-contained
 (replayable, re-runnable, consumable by any client) and costs one extra copy of the
 image on the broker for the topic's retention. Larger images are refused with 413.
+
+What a client can rely on: every file of a request is checked before any is published
+(one bad file refuses the request); the files are then published together, and the
+answer is 202 only when the broker acknowledged every one, each id already known to
+the results API (:mod:`ingest.pending`). Otherwise 503 lists every file with its id
+and fate (:mod:`ingest.submission`); an ``Idempotency-Key`` makes the retry safe
+(:mod:`ingest.idempotency`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import asyncio
+import contextlib
 import json
+import logging
 import math
 import os
 import stat
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from confluent_kafka import KafkaException
-from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.auth import Authenticator, require
-from common.circuit import CircuitBreaker
+from common.auth import Authenticator, Principal, require
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
-from common.kafka import AsyncProducer, ensure_topics
-from ingest.metrics import ACCEPTED_BYTES, ACCEPTED_IMAGES, REJECTED
+from common.kafka import ensure_topics
+from common.publisher import Publisher
+from ingest import idempotency
+from ingest.metrics import REJECTED
+from ingest.models import (
+    ACCEPTED,
+    AcceptedImage,
+    AcceptedImages,
+    FileFate,
+    LegacyFate,
+    LegacyPartlyAccepted,
+    LegacyPath,
+    LegacyPaths,
+    PartlyAccepted,
+)
+from ingest.pending import PendingRows
 from ingest.settings import IngestSettings
-from ingest.validation import ImageHeader, UploadRejected, check_image
-from schemas import codec, topics
-from schemas.envelope import new_id
-from schemas.events import ImageSubmitted
+from ingest.submission import (
+    SOURCE,
+    BatchNotAccepted,
+    CheckedFile,
+    Outcome,
+    Submitter,
+    not_accepted_detail,
+    retry_after,
+)
+from ingest.validation import UploadRejected, check_image, check_text, storable_filename
+from schemas.lifecycle import Status
 
-SOURCE = "ingest"
-
-
-class AcceptedImage(BaseModel):
-    id: str
-    filename: str | None
-    size_bytes: int
-    status: str = "pending"
-    result_url: str
-
-
-class AcceptedImages(BaseModel):
-    data: list[AcceptedImage]
-    count: int
-
-
-class LegacyPath(BaseModel):
-    path: str = Field(min_length=1, max_length=4096)
-
-
-class LegacyPaths(BaseModel):
-    paths: list[LegacyPath] = Field(min_length=1)
-
-
-class Publisher:
-    """Turns accepted images into ImageSubmitted events and waits for the broker's ack.
-
-    A circuit breaker guards the broker: after repeated failures requests get 503 with
-    ``Retry-After`` at once, instead of each waiting for the delivery timeout, until a
-    probe finds the broker back.
-    """
-
-    def __init__(self, producer: AsyncProducer) -> None:
-        self.producer = producer
-        self.breaker = CircuitBreaker("kafka", failure_threshold=3, base_delay=1.0, max_delay=30.0)
-
-    async def submit(
-        self,
-        data: bytes,
-        header: ImageHeader,
-        filename: str | None,
-        *,
-        source: str | None,
-        camera: str | None,
-        metadata: dict[str, str],
-        trace_id: str | None,
-    ) -> AcceptedImage:
-        image_id = new_id()
-        event = ImageSubmitted(
-            image_id=image_id,
-            filename=filename,
-            content_type=header.content_type,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            source=source,
-            camera=camera,
-            metadata=metadata,
-            image_b64=base64.b64encode(data).decode("ascii"),
-            submitted_at=datetime.now(UTC),
-        )
-        if not self.breaker.allow():
-            REJECTED.labels("broker_unavailable").inc()
-            retry = max(1, math.ceil(self.breaker.retry_in()))
-            raise HTTPException(
-                503,
-                f"the event broker is unavailable; retry in {retry} s",
-                headers={"Retry-After": str(retry)},
-            )
-        try:
-            await self.producer.send(
-                topics.SUBMITTED, codec.encode_data(event, source=SOURCE, trace_id=trace_id), key=image_id
-            )
-        except KafkaException as exc:
-            self.breaker.record_failure()
-            REJECTED.labels("broker_unavailable").inc()
-            raise HTTPException(
-                503, f"the event broker did not accept the image: {exc}", headers={"Retry-After": "5"}
-            ) from None
-        self.breaker.record_success()
-        ACCEPTED_IMAGES.inc()
-        ACCEPTED_BYTES.inc(len(data))
-        return AcceptedImage(
-            id=image_id, filename=filename, size_bytes=len(data), result_url=f"/v1/images/{image_id}"
-        )
+log = logging.getLogger(__name__)
 
 
 def get_settings(request: Request) -> IngestSettings:
@@ -130,13 +72,21 @@ def get_settings(request: Request) -> IngestSettings:
     return settings
 
 
-def get_publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
+def get_submitter(request: Request) -> Submitter:
+    submitter: Submitter = request.app.state.submitter
+    return submitter
 
 
 SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
-PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+IdempotencyKey = Annotated[str | None, Header(alias=idempotency.HEADER, description=idempotency.DESCRIPTION)]
+
+#: The answers every submitting endpoint may give besides its success.
+_SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A file is empty, a path cannot be read, or the Idempotency-Key header is invalid."},
+    413: {"description": "Too many files, a file too large, or too many pixels."},
+    415: {"description": "A file is not an image of an accepted format."},
+}
 
 
 def _trace_id(request: Request) -> str | None:
@@ -147,9 +97,30 @@ def _trace_id(request: Request) -> str | None:
     return request.headers.get("x-trace-id") or None
 
 
+def _caller(request: Request) -> str:
+    """Whose request this is, for idempotent ids: the public id of the API key."""
+    principal: Principal = request.state.principal  # set by require(...)
+    return principal.key_id
+
+
 def _reject(exc: UploadRejected) -> HTTPException:
     REJECTED.labels(str(exc.status)).inc()
     return HTTPException(exc.status, exc.detail)
+
+
+def _checked_key(raw: str | None) -> str | None:
+    try:
+        return idempotency.check_key(raw)
+    except UploadRejected as exc:
+        raise _reject(exc) from None
+
+
+def _result_url(settings: IngestSettings, image_id: str) -> str:
+    return f"{settings.results_base_url}/v1/images/{image_id}"
+
+
+def _fate(o: Outcome) -> str:
+    return ACCEPTED if o.error is None else str(o.error)
 
 
 router = APIRouter()
@@ -161,30 +132,48 @@ router = APIRouter()
     response_model=AcceptedImages,
     tags=["images"],
     dependencies=[require("submit")],
+    responses={
+        **_SUBMIT_ERRORS,
+        503: {
+            "model": PartlyAccepted,
+            "description": "The broker did not acknowledge some (or all) files: every file is listed "
+            "in order with its id and fate; Retry-After says when to repeat the request.",
+        },
+    },
 )
 async def submit_images(
     request: Request,
     settings: SettingsDep,
-    publisher: PublisherDep,
+    submitter: SubmitterDep,
     files: Annotated[list[UploadFile], File(description="One or more image files.")],
     source: Annotated[str | None, Form(max_length=255)] = None,
     camera: Annotated[str | None, Form(max_length=255, description="Camera or tenant key.")] = None,
     metadata: Annotated[
         str | None, Form(max_length=16384, description="JSON object of string values.")
     ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> AcceptedImages:
     """Accept images for recognition: 202 with one id per file, in order.
 
     All files are checked before any is published: one bad file refuses the whole
     request (with the file and the reason), so a client never has to guess which were
-    taken. 503 (retry later) if the broker does not acknowledge.
+    taken. Then every file is published at once; 202 only if the broker acknowledged
+    each one (each ``result_url`` answers from then on), otherwise 503 listing every
+    file with its id and fate. With ``Idempotency-Key`` a retry gets the same ids.
     """
+    key = _checked_key(idempotency_key)
     if len(files) > settings.max_batch_files:
         raise _reject(
             UploadRejected(413, f"{len(files)} files is over the limit of {settings.max_batch_files}")
         )
     meta = _parse_metadata(metadata)
-    checked: list[tuple[bytes, ImageHeader, str | None]] = []
+    try:
+        for what, value in (("source", source), ("camera", camera)):
+            if value is not None:
+                check_text(what, value)
+    except UploadRejected as exc:
+        raise _reject(exc) from None
+    checked: list[CheckedFile] = []
     for i, upload in enumerate(files):
         name = upload.filename or f"file #{i + 1}"
         data = await upload.read(settings.max_image_bytes + 1)
@@ -194,13 +183,33 @@ async def submit_images(
             )
         except UploadRejected as exc:
             raise _reject(exc) from None
-        checked.append((data, header, upload.filename))
-    trace = _trace_id(request)
+        checked.append(CheckedFile(data, header, storable_filename(upload.filename), meta))
+    outcomes = await submitter.submit(
+        checked,
+        caller=_caller(request),
+        idempotency_key=key,
+        source=source,
+        camera=camera,
+        trace_id=_trace_id(request),
+    )
+    if not all(o.accepted for o in outcomes):
+        fates = [
+            FileFate(
+                id=o.id,
+                filename=o.filename,
+                size_bytes=o.size_bytes,
+                fate=_fate(o),
+                result_url=_result_url(settings, o.id) if o.accepted else None,
+            )
+            for o in outcomes
+        ]
+        body = PartlyAccepted(detail=not_accepted_detail(outcomes), data=fates, count=len(fates))
+        raise BatchNotAccepted(body.model_dump(mode="json"), retry_after(outcomes))
     accepted = [
-        await publisher.submit(
-            data, header, filename, source=source, camera=camera, metadata=meta, trace_id=trace
+        AcceptedImage(
+            id=o.id, filename=o.filename, size_bytes=o.size_bytes, result_url=_result_url(settings, o.id)
         )
-        for data, header, filename in checked
+        for o in outcomes
     ]
     return AcceptedImages(data=accepted, count=len(accepted))
 
@@ -216,6 +225,12 @@ def _parse_metadata(raw: str | None) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
     ):
         raise _reject(UploadRejected(422, "metadata must be a JSON object of string values"))
+    try:
+        for k, v in obj.items():
+            check_text("metadata", k)
+            check_text("metadata", v)
+    except UploadRejected as exc:
+        raise _reject(exc) from None
     return obj
 
 
@@ -244,8 +259,9 @@ def resolve_legacy_path(root: Path, raw: str) -> Path:
 
 
 async def _submit_paths(
-    paths: list[str], request: Request, settings: IngestSettings, publisher: Publisher
-) -> list[AcceptedImage]:
+    paths: list[str], request: Request, settings: IngestSettings, submitter: Submitter, key: str | None
+) -> list[Outcome]:
+    """Check every path, then submit them all; 503 (every path and its fate) unless all were accepted."""
     if settings.images_root is None:
         raise HTTPException(403, "the path-based endpoints are disabled: IMAGES_ROOT is not configured")
     if len(paths) > settings.max_batch_files:
@@ -255,6 +271,7 @@ async def _submit_paths(
     checked = []
     for raw in paths:
         try:
+            check_text("path", raw)
             target = resolve_legacy_path(settings.images_root, raw)
             if target.stat().st_size > settings.max_image_bytes:
                 raise UploadRejected(413, f"{raw}: over the limit of {settings.max_image_bytes} bytes")
@@ -268,39 +285,80 @@ async def _submit_paths(
             raise _reject(exc) from None
         except OSError as exc:
             raise _reject(UploadRejected(400, f"path {raw!r} cannot be read: {exc.strerror}")) from None
-        checked.append((data, header, target.name))
-    trace = _trace_id(request)
-    return [
-        await publisher.submit(
-            d, h, name, source="legacy-path", camera=None, metadata={"path": raw}, trace_id=trace
-        )
-        for (d, h, name), raw in zip(checked, paths, strict=True)
-    ]
+        checked.append(CheckedFile(data, header, storable_filename(target.name), {"path": raw}))
+    outcomes = await submitter.submit(
+        checked,
+        caller=_caller(request),
+        idempotency_key=key,
+        source="legacy-path",
+        camera=None,
+        trace_id=_trace_id(request),
+    )
+    if not all(o.accepted for o in outcomes):
+        images = [
+            LegacyFate(
+                id=o.id,
+                path=raw,
+                fate=_fate(o),
+                result_url=_result_url(settings, o.id) if o.accepted else None,
+            )
+            for o, raw in zip(outcomes, paths, strict=True)
+        ]
+        body = LegacyPartlyAccepted(detail=not_accepted_detail(outcomes), images=images)
+        raise BatchNotAccepted(body.model_dump(mode="json"), retry_after(outcomes))
+    return outcomes
 
 
-@router.post("/image/post", tags=["legacy"], dependencies=[require("submit")])
+_LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_SUBMIT_ERRORS,
+    403: {"description": "The path is outside IMAGES_ROOT, or IMAGES_ROOT is not configured."},
+    404: {"description": "No such file under IMAGES_ROOT."},
+    503: {
+        "model": LegacyPartlyAccepted,
+        "description": "The broker did not acknowledge some (or all) images: every path is listed "
+        "with its id and fate; Retry-After says when to repeat the request.",
+    },
+}
+
+
+@router.post("/image/post", tags=["legacy"], dependencies=[require("submit")], responses=_LEGACY_ERRORS)
 async def legacy_post_image(
-    body: LegacyPath, request: Request, settings: SettingsDep, publisher: PublisherDep
+    body: LegacyPath,
+    request: Request,
+    settings: SettingsDep,
+    submitter: SubmitterDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Legacy: ``{"path": ...}`` relative to the images root. 200 as before, now with the image id."""
-    accepted = await _submit_paths([body.path], request, settings, publisher)
+    key = _checked_key(idempotency_key)
+    [accepted] = await _submit_paths([body.path], request, settings, submitter, key)
     return {
-        "id": accepted[0].id,
+        "id": accepted.id,
         "path": body.path,
-        "status": "pending",
-        "result_url": accepted[0].result_url,
+        "status": Status.PENDING.value,
+        "result_url": _result_url(settings, accepted.id),
     }
 
 
-@router.post("/images/post", tags=["legacy"], dependencies=[require("submit")])
+@router.post("/images/post", tags=["legacy"], dependencies=[require("submit")], responses=_LEGACY_ERRORS)
 async def legacy_post_images(
-    body: LegacyPaths, request: Request, settings: SettingsDep, publisher: PublisherDep
+    body: LegacyPaths,
+    request: Request,
+    settings: SettingsDep,
+    submitter: SubmitterDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Legacy: ``{"paths": [{"path": ...}, ...]}``. All paths are checked before any is sent."""
-    accepted = await _submit_paths([p.path for p in body.paths], request, settings, publisher)
+    key = _checked_key(idempotency_key)
+    accepted = await _submit_paths([p.path for p in body.paths], request, settings, submitter, key)
     return {
         "images": [
-            {"id": a.id, "path": p.path, "status": "pending", "result_url": a.result_url}
+            {
+                "id": a.id,
+                "path": p.path,
+                "status": Status.PENDING.value,
+                "result_url": _result_url(settings, a.id),
+            }
             for a, p in zip(accepted, body.paths, strict=True)
         ]
     }
@@ -334,30 +392,56 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+async def _batch_not_accepted(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BatchNotAccepted)
+    return JSONResponse(
+        exc.body, status_code=503, headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    )
+
+
+async def _stop_flushing(flusher: asyncio.Task[None], pending: PendingRows) -> None:
+    """Stop the backlog task, then give the backlog one last chance (what is left is lost here,
+    and created by the projector from the events)."""
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    if pending.backlog and not await pending.flush():
+        log.warning("stopping with %d pending rows unwritten (the projector adds them)", pending.backlog)
+
+
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
-    """Build the ingest app; the producer is created in the lifespan, not at import."""
+    """Build the ingest app; the publisher, pool and backlog task exist only while its lifespan runs."""
     settings = settings or IngestSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        conf = settings.librdkafka()
-        ensure_topics(conf)
-        # Only API keys are read from the database: a small pool is plenty.
-        app.state.pool = await create_pool(settings.database_url.get_secret_value(), max_size=4)
-        producer = AsyncProducer({**conf, "delivery.timeout.ms": settings.kafka_delivery_timeout_ms})
-        app.state.publisher = Publisher(producer)
-        try:
+        async with AsyncExitStack() as stack:
+            conf = settings.librdkafka()
+            await asyncio.to_thread(ensure_topics, conf)
+            pool = await create_pool(
+                settings.database_url.get_secret_value(), max_size=settings.db_pool_max_size
+            )
+            stack.push_async_callback(pool.close)
+            app.state.pool = pool
+            publisher = Publisher.connect(
+                conf, source=SOURCE, delivery_timeout_ms=settings.kafka_delivery_timeout_ms
+            )
+            stack.push_async_callback(asyncio.to_thread, publisher.close)
+            pending = PendingRows(
+                pool, timeout=settings.pending_write_timeout_s, backlog_max=settings.pending_backlog_max
+            )
+            flusher = asyncio.create_task(pending.run(), name="ingest-pending-backlog")
+            stack.push_async_callback(_stop_flushing, flusher, pending)
+            app.state.submitter = Submitter(publisher, pending)
             yield
-        finally:
-            producer.close()
-            await app.state.pool.close()
 
     app = FastAPI(title="facestream ingest", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.auth = Authenticator("ingest", settings, pool=lambda: app.state.pool)
 
     async def readiness() -> dict[str, bool]:
-        return {"kafka": app.state.publisher.producer.ready()}
+        submitter: Submitter = app.state.submitter
+        return {"kafka": await asyncio.to_thread(submitter.publisher.ready)}
 
     app.add_middleware(
         BodyLimit,
@@ -367,5 +451,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(ops_router(readiness))
     readable_validation_errors(app)
+    app.add_exception_handler(BatchNotAccepted, _batch_not_accepted)
     instrument(app, "ingest")
     return app

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.auth import AuthSettings
 from common.settings import DatabaseSettings, ServiceSettings
 
 
 class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
-    """Everything ingest needs. The database is used only to verify API keys."""
+    """Everything ingest needs. The database verifies API keys and receives each accepted
+    image's ``pending`` row (see :mod:`ingest.pending`)."""
 
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
+    results_base_url: str = Field(
+        default="http://127.0.0.1:8001",
+        description="Public base URL of the results API (scheme, host, port, optional path prefix); "
+        "each accepted image's result_url is <this>/v1/images/<id>.",
+    )
     images_root: Path | None = Field(
         default=None,
         description="Folder the legacy path-based endpoints may read from; unset disables them (403).",
@@ -35,3 +42,28 @@ class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
     max_json_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest JSON body of the legacy endpoints."
     )
+    db_pool_max_size: int = Field(
+        default=8, ge=1, description="Connections to PostgreSQL (API keys and pending rows)."
+    )
+    pending_write_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long recording an accepted batch's pending rows may wait for PostgreSQL "
+        "before the rows go to the in-memory backlog (the upload is answered 202 either way).",
+    )
+    pending_backlog_max: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pending rows kept in memory while PostgreSQL is unreachable; beyond it the "
+        "oldest are dropped (the projector still creates them from the events) and counted.",
+    )
+
+    @field_validator("results_base_url")
+    @classmethod
+    def _absolute_http_url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                f"RESULTS_BASE_URL must be an absolute http(s) URL without query or fragment, not {v!r}"
+            )
+        return v.strip().rstrip("/")

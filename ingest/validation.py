@@ -33,6 +33,25 @@ class ImageHeader:
     content_type: str
 
 
+def storable_filename(name: str | None) -> str | None:
+    """A client's file name, made storable (PostgreSQL text holds no NUL; the event takes
+    valid UTF-8 up to 1024 characters): multipart names and file-system names are not
+    validated input, and a bad one must not cost the upload."""
+    if name is None:
+        return None
+    return name.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:1024] or None
+
+
+def check_text(what: str, value: str) -> None:
+    """Raise UploadRejected(422) unless ``value`` can be stored as text (no NUL, valid Unicode)."""
+    if "\x00" in value:
+        raise UploadRejected(422, f"{what} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UploadRejected(422, f"{what} must be valid Unicode text") from None
+
+
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "file") -> ImageHeader:
     """Raise :class:`UploadRejected` unless ``data`` looks like a processable image."""
     if not data:

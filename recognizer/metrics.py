@@ -31,8 +31,8 @@ GALLERY_VERSION = Gauge(
 # Known label values start at 0, so a rate by outcome or stage is 0 rather than no data
 # before the first image (alerts and dashboards cannot tell "none yet" from "not scraped").
 # Outcomes: schemas.events.Outcome plus recognizer.worker's "failed" (bad input) and
-# "error" (retried); stages: those recognizer.core.recognize times.
-for _outcome in (*(o.value for o in Outcome), "failed", "error"):
+# "error" (retried), "skipped" (not for the recognizers); stages: those recognizer.core.recognize times.
+for _outcome in (*(o.value for o in Outcome), "failed", "error", "skipped"):
     IMAGES.labels(_outcome)
 for _stage in ("decode", "detect", "encode", "match"):
     STAGE_SECONDS.labels(_stage)

@@ -49,6 +49,8 @@ from recognizer.gallery import Gallery
 from recognizer.settings import RecognizerSettings
 from schemas import codec, topics
 from schemas import events as ev
+from schemas.codec import UnknownEvent
+from schemas.envelope import Envelope
 from schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,8 @@ class GalleryFeed:
 
 
 class Worker:
-    """Consumes ``images.recognize`` in the recognizer group; publishes outcomes."""
+    """Consumes ``images.submitted`` (first attempts) and ``images.recognize`` (retries)
+    in the recognizer group; publishes outcomes."""
 
     def __init__(self, settings: RecognizerSettings, name: str | None = None) -> None:
         self.settings = settings
@@ -217,7 +220,7 @@ class Worker:
         log.info(
             "%s: gallery loaded (%d faces, version %d)", self.name, len(self.gallery), self.gallery.version
         )
-        self.consumer.subscribe([topics.RECOGNIZE])
+        self.consumer.subscribe(list(topics.RECOGNIZER_INPUTS))
         if on_ready is not None:
             on_ready()
         try:
@@ -246,7 +249,10 @@ class Worker:
         """Process one request message and publish its outcome (see module docstring)."""
         origin = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
         out = process_request(msg.value() or b"", origin, self.gallery, self.rule, self.cfg, self.name)
-        self._publish(out.topic, msg.key(), out.payload, msg)
+        if out.topic is None:
+            self._pass_over(msg)
+        else:
+            self._publish(out.topic, msg.key(), out.payload, msg)
         metrics.IMAGES.labels(out.label).inc()
         if out.result is not None:
             metrics.FACES_PER_IMAGE.observe(len(out.result.faces))
@@ -278,6 +284,13 @@ class Worker:
         self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
         self.producer.poll(0)  # serve acknowledgements that have arrived
 
+    def _pass_over(self, source_msg: Message) -> None:
+        """Nothing to publish for ``source_msg``: its offset is stored once every earlier
+        outcome of its partition is acknowledged, like any other."""
+        tp = (source_msg.topic() or "", source_msg.partition() or 0)
+        self._in_flight.setdefault(tp, deque()).append([source_msg.offset() or 0, True])
+        self._store_acknowledged(tp)
+
     def _store_acknowledged(self, tp: tuple[str, int]) -> None:
         pending = self._in_flight[tp]
         last = None
@@ -291,11 +304,22 @@ class Worker:
             log.info("offset not stored for %s: %s", tp, exc)
 
 
+def _request(value: bytes) -> tuple[Envelope[Any], ev.RecognitionRequested]:
+    """A first attempt (ImageSubmitted) or a retry (RecognitionRequested), as a request."""
+    env = codec.decode(value)
+    if isinstance(env.data, ev.ImageSubmitted):
+        return env, ev.RecognitionRequested(image=env.data, attempt=1)
+    if isinstance(env.data, ev.RecognitionRequested):
+        return env, env.data
+    raise SchemaError(f"expected an image to recognize, got {env.type}")
+
+
 @dataclass(frozen=True)
 class Processed:
-    """What one request message turns into: the event to publish, and where."""
+    """What one request message turns into: the event to publish, and where (``topic``
+    None: nothing to publish, the message is passed over)."""
 
-    topic: str
+    topic: str | None
     payload: bytes
     label: str  # the outcome, or "failed" / "error", for the metrics
     result: Recognition | None = None
@@ -309,15 +333,21 @@ def process_request(
     cfg: DetectionConfig,
     worker: str,
 ) -> Processed:
-    """Turn one ``images.recognize`` message into its outcome event; no I/O.
+    """Turn one ``images.submitted`` or ``images.recognize`` message into its outcome
+    event; no I/O.
 
     ``origin`` is the message's (topic, partition, offset), quoted by a dead letter.
     FacesRecognized goes to ``images.results``; RecognitionFailed (retryable or not) to
-    ``images.failures``; a message that is not a valid request to the dead-letter topic.
+    ``images.failures``. A message that is not a valid request is dead-lettered when it
+    came on ``images.recognize``; on ``images.submitted`` the stream worker dead-letters
+    it, so it is only passed over here, like an event type or version this code does not
+    know (a newer producer's).
     """
     try:
-        env, request = codec.decode_as(value, ev.RecognitionRequested)
+        env, request = _request(value)
     except SchemaError as exc:
+        if isinstance(exc, UnknownEvent) or origin[0] == topics.SUBMITTED:
+            return Processed(None, b"", "skipped")
         dead = ev.ImageDeadLettered(
             reason=ev.FailureReason.INVALID_EVENT,
             detail=str(exc),

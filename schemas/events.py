@@ -9,9 +9,9 @@ Topics and what travels on them (see :mod:`schemas.topics`):
 topic                       events                                     key
 ==========================  =========================================  ===================
 images.submitted            ImageSubmitted                             image id
-images.recognize            RecognitionRequested                       image id
+images.recognize            RecognitionRequested (retries)             image id
 images.failures             RecognitionFailed (+ the request)          image id
-images.retry                RecognitionRequested (with not_before)     image id
+images.retry                (read only: older stream workers' retries) image id
 images.results              FacesRecognized, ImageFailed               image id
 images.dead-letter          ImageDeadLettered                          image id (or none)
 gallery (compacted)         PersonEnrolled, FaceEnrolled               person:ID, face:PID:FID

@@ -31,9 +31,10 @@ GALLERY = "gallery"
 _big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
 TOPICS: tuple[Topic, ...] = (
-    Topic(SUBMITTED, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    # Recognizers are one consumer group on this topic: its partition count caps how
-    # many recognizer processes can work at once.
+    # The recognizers are one consumer group on images.submitted (first attempts) and
+    # images.recognize (retries): the partition count caps how many recognizer processes
+    # can work at once. Each image's bytes cross the broker once per run.
+    Topic(SUBMITTED, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
     Topic(RECOGNIZE, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
     Topic(FAILURES, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
     Topic(RETRY, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
@@ -45,6 +46,9 @@ TOPICS: tuple[Topic, ...] = (
 )
 
 BY_NAME = {t.name: t for t in TOPICS}
+
+#: What the recognizers' consumer group reads.
+RECOGNIZER_INPUTS = (SUBMITTED, RECOGNIZE)
 
 
 def person_key(person_id: str) -> str:

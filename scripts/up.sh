@@ -6,7 +6,8 @@
 # Environment: WORKERS (recognizer processes; default: the core count), IMAGES_ROOT
 # (folder of the legacy path endpoints; default ../shared/datasets/faces if present),
 # KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead,
-# ADMIN_API_KEY (the bootstrap admin key; default: one generated into .run/admin-key).
+# ADMIN_API_KEY (the bootstrap admin key; default: one generated into .run/admin-key),
+# RESULTS_BASE_URL (the results API's public URL, in ingest's result_url; default :8001 here).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +18,7 @@ bash scripts/install.sh
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then bash scripts/kafka.sh start; fi
 if [ -z "${DATABASE_URL:-}" ]; then bash scripts/postgres.sh start; fi
 export WORKERS=${WORKERS:-$(nproc)}
+export RESULTS_BASE_URL=${RESULTS_BASE_URL:-http://127.0.0.1:8001}
 if [ -z "${ADMIN_API_KEY:-}" ]; then
   # A random bootstrap admin key, made once and kept (mode 600); `python -m cli` reads it.
   if [ ! -s "$run/admin-key" ]; then

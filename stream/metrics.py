@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -19,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import topics
 from schemas.events import FailureReason
+from schemas.lifecycle import FINAL, Status
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,31 @@ PROJECTOR_WRITE_SECONDS = Histogram(
     "Time to write one event to PostgreSQL.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-PROJECTOR_DB_ERRORS = Counter("facestream_projector_db_errors_total", "Failed database writes (retried).")
+PROJECTOR_DB_ERRORS = Counter(
+    "facestream_projector_db_errors_total",
+    "Failed database writes (retried), by kind: unavailable or transient (deadlock, read-only, ...).",
+    ["kind"],
+)
+PUBLISH_ERRORS = Counter(
+    "facestream_stream_publish_errors_total", "Publishes the broker did not acknowledge (retried)."
+)
+HANDLER_ERRORS = Counter(
+    "facestream_stream_handler_errors_total",
+    "Unexpected errors while carrying out an event's effects (retried, then dead-lettered), by topic.",
+    ["topic"],
+)
+WITHHELD = Counter(
+    "facestream_stream_withheld_acks_total",
+    "Events left uncommitted because the worker stopped before their effects were durable (redone later).",
+)
+RETRIES_WAITING = Gauge("facestream_stream_retries_waiting", "Retries in the retry table, not yet sent.")
+REDISPATCHED = Counter(
+    "facestream_reconciler_redispatched_total",
+    "Images found pending too long and sent to the recognizers again (each means something was lost).",
+)
+PENDING_OLDEST = Gauge(
+    "facestream_images_pending_oldest_seconds", "Seconds since the oldest pending image was last touched."
+)
 IMAGES_FINISHED = Counter(
     "facestream_images_finished_total", "Images that reached a final status.", ["status"]
 )
@@ -67,14 +93,24 @@ LAG_ERRORS = Counter(
 #: The topics the stream's agents consume (stream/app.py), i.e. its group's partitions.
 STREAM_INPUTS = (topics.SUBMITTED, topics.FAILURES, topics.RETRY, topics.RESULTS, topics.GALLERY)
 
-for _kind in ("new", "rerun", "retry"):
+
+def record_finished(status: Status, submitted_at: datetime | None) -> None:
+    """An image reached a final status: count it, and its time from submission."""
+    IMAGES_FINISHED.labels(status.value).inc()
+    if submitted_at is not None:
+        END_TO_END_SECONDS.observe(max(0.0, (datetime.now(UTC) - submitted_at).total_seconds()))
+
+
+for _kind in ("retry", "reconciled"):
     DISPATCHED.labels(_kind)
+for _db_kind in ("unavailable", "transient"):
+    PROJECTOR_DB_ERRORS.labels(_db_kind)
 for _reason in FailureReason:
     DEAD_LETTERS.labels(_reason.value)
 for _topic in STREAM_INPUTS:
     SKIPPED.labels(_topic)
-for _status in ("processed", "unresolved", "failed"):
-    IMAGES_FINISHED.labels(_status)
+for _status in FINAL:
+    IMAGES_FINISHED.labels(_status.value)
 for _type in (
     "image_submitted",
     "faces_recognized",
@@ -82,6 +118,7 @@ for _type in (
     "person_enrolled",
     "face_enrolled",
     "gallery_tombstone",
+    "retry_scheduled",
 ):
     PROJECTED.labels(_type)
 
@@ -117,6 +154,9 @@ class ConsumerLagExporter:
         self._admin: AdminClient | None = None
         self._lag_labels: set[Labels] = set()
         self._end_labels: set[Labels] = set()
+        #: (group, topic, partition) -> committed offset, as of the last successful update
+        #: (empty after a failed one): the reconciler reads it.
+        self.committed: dict[tuple[str, str, int], int] = {}
 
     def update(self) -> None:
         try:
@@ -125,6 +165,7 @@ class ConsumerLagExporter:
             LAG_ERRORS.inc()
             log.warning("consumer lag not read: %s", exc)
             lag, ends = {}, {}
+            self.committed = {}
         self._lag_labels = _replace(CONSUMER_LAG, self._lag_labels, lag)
         self._end_labels = _replace(PARTITION_END_OFFSET, self._end_labels, ends)
 
@@ -141,6 +182,7 @@ class ConsumerLagExporter:
         end = self._offsets(admin, tps, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         start = self._offsets(admin, tps, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         lag: dict[Labels, int] = {}
+        committed_offsets: dict[tuple[str, str, int], int] = {}
         for group, group_topics in self.groups.items():
             wanted = [tp for tp in tps if tp.topic in group_topics]
             if not wanted:
@@ -151,9 +193,11 @@ class ConsumerLagExporter:
             committed = futures[group].result(timeout=self.timeout)
             for tp in committed.topic_partitions:
                 key = (tp.topic, tp.partition)
+                committed_offsets[(group, tp.topic, tp.partition)] = tp.offset
                 # OFFSET_INVALID (-1001) when nothing is committed: max() picks the log start.
                 lag[(group, tp.topic, str(tp.partition))] = max(0, end[key] - max(tp.offset, start[key]))
         ends: dict[Labels, int] = {(t, str(p)): offset for (t, p), offset in end.items()}
+        self.committed = committed_offsets
         return lag, ends
 
     def _offsets(

@@ -15,33 +15,40 @@ import asyncpg
 
 from common.erasure import erase_person
 from schemas import events as ev
-
-_STATUS = {
-    ev.Outcome.IDENTIFIED: "processed",
-    ev.Outcome.UNKNOWN_FACES: "unresolved",
-    ev.Outcome.NO_FACE: "unresolved",
-}
+from schemas.lifecycle import Status, reason_of, status_of
 
 
 async def image_submitted(
-    conn: asyncpg.Connection, e: ev.ImageSubmitted, trace_id: str, keep_bytes: bool
+    conn: asyncpg.Connection,
+    e: ev.ImageSubmitted,
+    trace_id: str,
+    keep_bytes: bool,
+    partition: int | None = None,
+    offset: int | None = None,
 ) -> None:
-    """A new image or a new run: pending, unless a result of this run is already stored."""
+    """A new image or a new run: pending, unless a result of this run is already stored.
+
+    ``partition`` and ``offset`` say where the submission lies on ``images.submitted``
+    (the reconciler compares them with the recognizers' committed offsets)."""
     async with conn.transaction():
         if await _erased(conn, e.image_id):
             return
         await conn.execute(
             """
             INSERT INTO images (id, run, status, filename, content_type, size_bytes, sha256, source, camera,
-                                metadata, submitted_at, trace_id)
-            VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                metadata, submitted_at, trace_id, kafka_partition, kafka_offset)
+            VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14)
             ON CONFLICT (id) DO UPDATE SET
+                kafka_partition = CASE WHEN images.run <= excluded.run
+                                       THEN excluded.kafka_partition ELSE images.kafka_partition END,
+                kafka_offset = CASE WHEN images.run <= excluded.run
+                                    THEN excluded.kafka_offset ELSE images.kafka_offset END,
                 filename = excluded.filename, content_type = excluded.content_type,
                 size_bytes = excluded.size_bytes, sha256 = excluded.sha256, source = excluded.source,
                 camera = excluded.camera, metadata = excluded.metadata, trace_id = excluded.trace_id,
                 submitted_at = CASE WHEN images.run < excluded.run OR images.submitted_at IS NULL
                                     THEN excluded.submitted_at ELSE images.submitted_at END,
-                status = CASE WHEN images.run < excluded.run THEN 'pending' ELSE images.status END,
+                status = CASE WHEN images.run < excluded.run THEN excluded.status ELSE images.status END,
                 status_reason = CASE WHEN images.run < excluded.run THEN NULL ELSE images.status_reason END,
                 status_detail = CASE WHEN images.run < excluded.run THEN NULL ELSE images.status_detail END,
                 finished_at = CASE WHEN images.run < excluded.run THEN NULL ELSE images.finished_at END,
@@ -59,6 +66,9 @@ async def image_submitted(
             e.metadata,
             e.submitted_at,
             trace_id,
+            Status.PENDING.value,
+            partition,
+            offset,
         )
         if keep_bytes:
             await conn.execute(
@@ -100,8 +110,8 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
             )
             if not any(f.person_id for f in e.faces):
                 e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
-        status = _STATUS[e.outcome]
-        reason = None if status == "processed" else e.outcome.value
+        status = status_of(e.outcome).value
+        reason = reason_of(e.outcome)
         applied = await conn.fetchval(
             """
             INSERT INTO images (id, run, status, status_reason, width, height, face_count, attempts,
@@ -167,9 +177,9 @@ async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
         applied = await conn.fetchval(
             """
             INSERT INTO images (id, run, status, status_reason, status_detail, attempts, finished_at)
-            VALUES ($1, $2, 'failed', $3, $4, $5, $6)
+            VALUES ($1, $2, $7, $3, $4, $5, $6)
             ON CONFLICT (id) DO UPDATE SET
-                run = excluded.run, status = 'failed', status_reason = excluded.status_reason,
+                run = excluded.run, status = excluded.status, status_reason = excluded.status_reason,
                 status_detail = excluded.status_detail, attempts = excluded.attempts,
                 face_count = NULL, finished_at = excluded.finished_at, updated_at = now()
             WHERE images.run <= excluded.run
@@ -181,6 +191,7 @@ async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
             e.detail[:2000],
             e.attempts,
             e.failed_at,
+            Status.FAILED.value,
         )
         if applied:
             await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)

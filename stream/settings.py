@@ -24,3 +24,16 @@ class StreamSettings(ServiceSettings, DatabaseSettings):
         default=30, gt=0, description="Stored image bytes (for re-runs) are dropped after this long."
     )
     keep_image_bytes: bool = Field(default=True, description="Store submitted bytes so images can be re-run.")
+    handler_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Tries of an effect failing with an unexpected error, then the event is dead-lettered.",
+    )
+    stream_drain_s: float = Field(
+        default=5.0, ge=0, description="At shutdown, how long the event in progress may take to finish."
+    )
+    retry_poll_s: float = Field(default=0.25, gt=0, description="How often due retries are looked for.")
+    reconcile_interval_s: float = Field(default=30.0, gt=0, description="How often the reconciler runs.")
+    reconcile_after_s: float = Field(
+        default=120.0, gt=0, description="An image pending this long (recognizers past it) is re-dispatched."
+    )

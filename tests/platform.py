@@ -120,6 +120,7 @@ def start_platform(
         "INGEST_PORT": str(ingest),
         "API_PORT": str(api),
         "API_HOST": "127.0.0.1",
+        "RESULTS_BASE_URL": f"http://127.0.0.1:{api}",  # ingest's result_url points here
         "STREAM_WEB_PORT": str(stream),
         "METRICS_PORT": str(recognizer),
         "WORKERS": str(workers),

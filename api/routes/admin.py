@@ -11,8 +11,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from api.dead_letters import replay_dead_letters
 from api.deps import PoolDep, SettingsDep
 from api.models import DeadLetterReplayPublic
-from api.publishing import BrokerUnavailable
 from common.auth import KeyCreate, KeyCreated, KeyPublic, create_key, list_keys, require, revoke_key
+from common.errors import BrokerUnavailable
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require("admin")])
 

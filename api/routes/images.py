@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api import queries
-from api.deps import PoolDep, ProducerDep
+from api.deps import PoolDep, PublisherDep
 from api.models import (
     ImageErasedPublic,
     ImagePublic,
@@ -29,11 +29,11 @@ from api.models import (
     RerunsPublic,
     Text,
 )
-from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
 from common.auth import require
 from common.erasure import erase_image
-from common.kafka import AsyncProducer
+from common.errors import BrokerUnavailable
+from common.publisher import Publisher
 from schemas.envelope import utcnow
 from schemas.events import ImageSubmitted
 from schemas.topics import SUBMITTED
@@ -74,7 +74,7 @@ async def get_image(image_id: uuid.UUID, pool: PoolDep) -> ImagePublic:
 @router.post("/rerun", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("submit")])
 async def rerun_all(
     pool: PoolDep,
-    producer: ProducerDep,
+    publisher: PublisherDep,
     status_filter: Annotated[RerunnableStatus, Query(alias="status")],
     limit: Annotated[int, Query(ge=1, le=RERUN_MAX)] = 1000,
 ) -> RerunsPublic:
@@ -91,9 +91,11 @@ async def rerun_all(
         stored = [r for r in rows if r["content"]]
         skipped += len(rows) - len(stored)
         try:
-            await asyncio.gather(*(_resubmit(producer, r) for r in stored))
+            await asyncio.gather(*(_resubmit(publisher, r) for r in stored))
         except BrokerUnavailable as exc:
-            raise BrokerUnavailable(f"{exc} (re-ran {rerun} of {len(ids)} images before this)") from exc
+            raise BrokerUnavailable(
+                f"{exc} (re-ran {rerun} of {len(ids)} images before this)", exc.retry_after
+            ) from exc
         rerun += len(stored)
     return RerunsPublic(rerun=rerun, skipped=skipped)
 
@@ -112,7 +114,7 @@ async def delete_image(image_id: uuid.UUID, pool: PoolDep) -> ImageErasedPublic:
 
 
 @router.post("/{image_id}/rerun", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("submit")])
-async def rerun_one(image_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> RerunPublic:
+async def rerun_one(image_id: uuid.UUID, pool: PoolDep, publisher: PublisherDep) -> RerunPublic:
     """Resubmit one failed or unresolved image; 404 unknown, 409 any other status or no stored bytes."""
     row = await queries.rerun_source(pool, image_id)
     if row is None:
@@ -124,10 +126,10 @@ async def rerun_one(image_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -
         )
     if not row["content"]:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the bytes of image {image_id} are no longer stored")
-    return RerunPublic(image_id=image_id, run=await _resubmit(producer, row))
+    return RerunPublic(image_id=image_id, run=await _resubmit(publisher, row))
 
 
-async def _resubmit(producer: AsyncProducer, row: asyncpg.Record) -> int:
+async def _resubmit(publisher: Publisher, row: asyncpg.Record) -> int:
     """Publish the next run of the image in ``row`` (with its bytes); returns that run."""
     content: bytes = row["content"]
     event = ImageSubmitted(
@@ -144,5 +146,5 @@ async def _resubmit(producer: AsyncProducer, row: asyncpg.Record) -> int:
         # The original submission time: a re-run is the same image, not a new arrival.
         submitted_at=row["submitted_at"] or utcnow(),
     )
-    await publish(producer, SUBMITTED, event.image_id, event)
+    await publisher.publish_event(SUBMITTED, event.image_id, event)
     return event.run

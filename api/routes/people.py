@@ -15,11 +15,10 @@ import uuid
 from typing import Annotated
 
 import asyncpg
-from confluent_kafka import KafkaException
 from fastapi import APIRouter, Header, HTTPException, Query, UploadFile, status
 
 from api import queries
-from api.deps import EncoderDep, PoolDep, ProducerDep, SettingsDep
+from api.deps import EncoderDep, PoolDep, PublisherDep, SettingsDep
 from api.enrollment import FaceFound, NoFace, Rejected, scan_photo
 from api.models import (
     FaceEnrollmentPublic,
@@ -31,11 +30,11 @@ from api.models import (
     PersonPublic,
     storable_filename,
 )
-from api.publishing import BrokerUnavailable, publish
 from api.routes.paging import Limit, Offset
 from common.auth import require
 from common.erasure import erase_person
-from common.kafka import AsyncProducer
+from common.errors import BrokerUnavailable
+from common.publisher import Publisher
 from schemas.events import FaceEnrolled, PersonEnrolled
 from schemas.topics import GALLERY, face_key, person_key
 
@@ -70,7 +69,7 @@ async def person_images(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")])
-async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep) -> PersonPublic:
+async def create_person(body: PersonCreate, pool: PoolDep, publisher: PublisherDep) -> PersonPublic:
     """Enroll a person and publish ``PersonEnrolled`` to the gallery.
 
     503 if the broker does not acknowledge (nothing is stored). With ``id``: a retry
@@ -86,7 +85,7 @@ async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep
         )
         if row is not None:
             event = PersonEnrolled(person_id=str(person_id), name=body.name, enrolled_at=row["created_at"])
-            await publish(producer, GALLERY, person_key(str(person_id)), event)
+            await publisher.publish_event(GALLERY, person_key(str(person_id)), event)
             return PersonPublic(id=person_id, name=body.name, face_count=0, created_at=row["created_at"])
     # The id exists: stored by an earlier request with it (whose event was acknowledged
     # before its row committed), or by the projector from the gallery topic.
@@ -97,7 +96,7 @@ async def create_person(body: PersonCreate, pool: PoolDep, producer: ProducerDep
 
 
 @router.delete("/{person_id}", dependencies=[require("admin")])
-async def delete_person(person_id: uuid.UUID, pool: PoolDep, producer: ProducerDep) -> PersonErasedPublic:
+async def delete_person(person_id: uuid.UUID, pool: PoolDep, publisher: PublisherDep) -> PersonErasedPublic:
     """Erase a person: gallery tombstones, then the read model.
 
     Tombstones for each enrolled face and for the person go to the compacted gallery
@@ -114,11 +113,9 @@ async def delete_person(person_id: uuid.UUID, pool: PoolDep, producer: ProducerD
     ]
     keys = [face_key(str(person_id), str(f)) for f in face_ids] + [person_key(str(person_id))]
     try:
-        await asyncio.gather(*(producer.send(GALLERY, None, key=k) for k in keys))
-    except KafkaException as exc:
-        raise BrokerUnavailable(
-            f"the event broker did not acknowledge the erasure ({exc}); retry later"
-        ) from exc
+        await asyncio.gather(*(publisher.publish(GALLERY, None, k) for k in keys))
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"the erasure was not acknowledged: {exc}", exc.retry_after) from exc
     async with pool.acquire() as conn:
         await erase_person(conn, person_id)
     return PersonErasedPublic(person_id=person_id, faces_removed=len(face_ids))
@@ -129,7 +126,7 @@ async def enroll_face(
     person_id: uuid.UUID,
     file: UploadFile,
     pool: PoolDep,
-    producer: ProducerDep,
+    publisher: PublisherDep,
     encoder: EncoderDep,
     settings: SettingsDep,
     face_id: Annotated[uuid.UUID | None, Query(description="Client-chosen id: makes retries safe.")] = None,
@@ -168,7 +165,7 @@ async def enroll_face(
         )
     if isinstance(scan, NoFace):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no face found in the photo")
-    return await _store_face(pool, producer, person_id, key or uuid.uuid4(), scan, data, file.filename)
+    return await _store_face(pool, publisher, person_id, key or uuid.uuid4(), scan, data, file.filename)
 
 
 async def _stored_face(
@@ -185,7 +182,7 @@ async def _stored_face(
 
 async def _store_face(
     pool: asyncpg.Pool,
-    producer: AsyncProducer,
+    publisher: Publisher,
     person_id: uuid.UUID,
     face_id: uuid.UUID,
     scan: FaceFound,
@@ -218,7 +215,7 @@ async def _store_face(
                 filename=filename,
                 enrolled_at=row["enrolled_at"],
             )
-            await publish(producer, GALLERY, face_key(str(person_id), str(face_id)), event)
+            await publisher.publish_event(GALLERY, face_key(str(person_id), str(face_id)), event)
             return FaceEnrollmentPublic(
                 **queries.enrolled_face(row).model_dump(), faces_found=scan.faces_found
             )

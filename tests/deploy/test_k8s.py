@@ -646,7 +646,7 @@ def autoscaling_problems(r: Rendered) -> list[str]:
             if unknown := set(meta) - KEDA_KAFKA_METADATA:
                 problems.append(f"{ref(so)}: KEDA's kafka scaler ignores {sorted(unknown)}")
             expected = {
-                "topic": topics.RECOGNIZE,
+                "topic": None,  # every topic of the group: topics.RECOGNIZER_INPUTS
                 "consumerGroup": env.get("RECOGNIZER_GROUP_ID"),
                 "bootstrapServers": r.config().get("KAFKA_BOOTSTRAP_SERVERS"),
             }
@@ -660,7 +660,7 @@ def autoscaling_problems(r: Rendered) -> list[str]:
             auth = trigger.get("authenticationRef", {}).get("name")
             if auth is not None and auth not in auths:
                 problems.append(f"{ref(so)}: no TriggerAuthentication {auth}")
-        partitions = topics.BY_NAME[topics.RECOGNIZE].partitions
+        partitions = min(topics.BY_NAME[t].partitions for t in topics.RECOGNIZER_INPUTS)
         workers = int(env.get("WORKERS") or 1)
         if maximum * workers > partitions:
             problems.append(

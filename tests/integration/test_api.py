@@ -26,9 +26,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.deps import get_producer, get_settings
+from api.deps import get_publisher, get_settings
 from api.settings import ApiSettings
 from common.kafka import AsyncProducer, watermarks
+from common.publisher import Publisher
 from schemas.codec import decode
 from schemas.envelope import Envelope
 from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
@@ -387,15 +388,16 @@ async def test_create_person_rejects_invalid_json(client):
 async def test_broker_down_is_503_and_stores_nothing(app, client, db):
     # A real producer whose broker does not exist: the delivery times out after 1 s.
     dead = AsyncProducer({"bootstrap.servers": "127.0.0.1:1", "delivery.timeout.ms": 1000, "log_level": 0})
-    app.dependency_overrides[get_producer] = lambda: dead
+    app.dependency_overrides[get_publisher] = lambda: Publisher(dead, source="api")
     try:
         person_id = uuid.uuid4()
         r = await client.post("/v1/people", json={"id": str(person_id), "name": "Nobody"})
     finally:
-        del app.dependency_overrides[get_producer]
+        del app.dependency_overrides[get_publisher]
         await asyncio.to_thread(dead.close, 2)
     assert r.status_code == 503
     assert "did not acknowledge" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) >= 1
     assert await db.fetchval("SELECT count(*) FROM people WHERE id = $1", person_id) == 0
 
 
