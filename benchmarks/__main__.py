@@ -61,7 +61,17 @@ def _gallery(quick: bool, out: Path) -> dict[str, Any]:
     return gallery_scale.run(quick, out)
 
 
-SUITES: dict[str, Callable[[bool, Path], dict[str, Any]]] = {"pipeline": _pipeline, "gallery": _gallery}
+def _wire(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import wire
+
+    return wire.run(quick, out)
+
+
+SUITES: dict[str, Callable[[bool, Path], dict[str, Any]]] = {
+    "pipeline": _pipeline,
+    "gallery": _gallery,
+    "wire": _wire,
+}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -108,6 +118,15 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['photo']} ({r['megapixels']} MP): downscaled {r['downscaled_s']} s, "
                 f"{r['downscaled_faces']} faces; full {r['full_s']} s, {r['full_faces']} faces"
+            )
+    w = results.get("wire")
+    if w:
+        lines += ["", f"image in the JSON event vs raw bytes (ms, medians of {w['repeats']})"]
+        for r in w["sizes"]:
+            lines.append(
+                f"  {r['bytes'] / 1e6:>5.1f} MB: JSON encode {r['json_encode_ms']:.2f} decode "
+                f"{r['json_decode_ms']:.2f}; raw encode {r['raw_encode_ms']:.3f} decode "
+                f"{r['raw_decode_ms']:.3f}; message {r['json_over_raw_bytes']:.2f}x the bytes"
             )
     g = results.get("gallery")
     if g and "table" in g:

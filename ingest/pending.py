@@ -19,6 +19,7 @@ created by the projector from the event: only the read-your-writes guarantee lap
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +40,12 @@ log = logging.getLogger(__name__)
 _CANNOT_WRITE: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 
 # Parameters are cast: in INSERT ... SELECT their types are not taken from the columns.
+# The metadata travels as JSON text, so the statement works whatever codecs the pool has.
 INSERT_PENDING = f"""
 INSERT INTO images (id, run, status, filename, content_type, size_bytes, sha256, source, camera,
                     metadata, submitted_at, trace_id, kafka_partition, kafka_offset)
 SELECT $1::uuid, 0, '{Status.PENDING.value}', $2::text, $3::text, $4::integer, $5::text, $6::text,
-       $7::text, $8::jsonb, $9::timestamptz, $10::text, $11::integer, $12::bigint
+       $7::text, $8::text::jsonb, $9::timestamptz, $10::text, $11::integer, $12::bigint
 WHERE NOT EXISTS (SELECT 1 FROM erased_images WHERE id = $1::uuid)
 ON CONFLICT (id) DO NOTHING
 """
@@ -76,7 +78,7 @@ class PendingRow:
             self.sha256,
             self.source,
             self.camera,
-            self.metadata,
+            json.dumps(self.metadata),
             self.submitted_at,
             self.trace_id,
             self.kafka_partition,

@@ -1,9 +1,10 @@
 """Errors of the recognizer package."""
 
+from common.errors import FacestreamError
 from schemas.events import FailureReason
 
 
-class RecognizerError(Exception):
+class RecognizerError(FacestreamError):
     """Base of every error raised by the recognizer package."""
 
 

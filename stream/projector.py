@@ -88,28 +88,7 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
     async with conn.transaction():
         if await _erased(conn, e.image_id):
             return False
-        named = [f.person_id for f in e.faces if f.person_id is not None]
-        erased = (
-            {
-                str(r["id"])
-                for r in await conn.fetch("SELECT id FROM erased_people WHERE id = ANY($1::uuid[])", named)
-            }
-            if named
-            else set()
-        )
-        if erased:
-            e = e.model_copy(
-                update={
-                    "faces": [
-                        f.model_copy(update={"person_id": None, "person_name": None})
-                        if f.person_id in erased
-                        else f
-                        for f in e.faces
-                    ]
-                }
-            )
-            if not any(f.person_id for f in e.faces):
-                e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
+        e = await _without_erased_people(conn, e)
         status = status_of(e.outcome).value
         reason = reason_of(e.outcome)
         applied = await conn.fetchval(
@@ -143,30 +122,54 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
         )
         if not applied:
             return False
-        await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
-        if e.faces:
-            await conn.executemany(
-                """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
-                                      person_id, person_name, distance, second_distance)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-                [
-                    (
-                        e.image_id,
-                        f.index,
-                        e.run,
-                        f.box.top,
-                        f.box.right,
-                        f.box.bottom,
-                        f.box.left,
-                        f.person_id,
-                        f.person_name,
-                        f.distance,
-                        f.second_distance,
-                    )
-                    for f in e.faces
-                ],
-            )
+        await _store_faces(conn, e)
     return True
+
+
+async def _without_erased_people(conn: asyncpg.Connection, e: ev.FacesRecognized) -> ev.FacesRecognized:
+    """``e`` with every face naming an erased person made unknown."""
+    named = [f.person_id for f in e.faces if f.person_id is not None]
+    if not named:
+        return e
+    rows = await conn.fetch("SELECT id FROM erased_people WHERE id = ANY($1::uuid[])", named)
+    erased = {str(r["id"]) for r in rows}
+    if not erased:
+        return e
+    faces = [
+        f.model_copy(update={"person_id": None, "person_name": None}) if f.person_id in erased else f
+        for f in e.faces
+    ]
+    e = e.model_copy(update={"faces": faces})
+    if not any(f.person_id for f in e.faces):
+        e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
+    return e
+
+
+async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
+    """Replace the image's faces with those of ``e`` (its run is the newest)."""
+    await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
+    if e.faces:
+        await conn.executemany(
+            """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
+                                  person_id, person_name, distance, second_distance)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+            [
+                (
+                    e.image_id,
+                    f.index,
+                    e.run,
+                    f.box.top,
+                    f.box.right,
+                    f.box.bottom,
+                    f.box.left,
+                    f.person_id,
+                    f.person_name,
+                    f.distance,
+                    f.second_distance,
+                )
+                for f in e.faces
+            ],
+        )
 
 
 async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:

@@ -1,9 +1,14 @@
-"""The ingest API over HTTP, running as its own process against the real broker."""
+"""The ingest API over HTTP, running as its own process against the real broker.
+
+Idempotency keys, batches the broker partly refuses and outages of PostgreSQL are
+tested in-process in test_submission.py.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,9 +21,9 @@ from tests.platform import Platform
 pytestmark = pytest.mark.integration
 
 
-def _jpeg() -> bytes:
+def _jpeg(colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "JPEG")
+    Image.new("RGB", (40, 30), colour).save(buf, "JPEG")
     return buf.getvalue()
 
 
@@ -136,3 +141,31 @@ def test_health_readiness_and_metrics(ingest: httpx.Client) -> None:
     metrics = ingest.get("/metrics").text
     assert "facestream_ingest_images_accepted_total" in metrics
     assert "facestream_http_requests_total" in metrics
+
+
+def test_result_url_is_absolute_and_answers_right_after_the_202(platform: Platform) -> None:
+    """Read-your-writes: 40 uploads from 8 clients at once, each result_url fetched (as given,
+    with no base URL) the moment its 202 arrives: none may answer 404."""
+
+    def submit_and_read(i: int) -> tuple[str, str, int]:
+        with httpx.Client(headers=platform.headers, timeout=60) as client:
+            r = client.post(
+                f"{platform.ingest_url}/v1/images", files=[("files", (f"ryw-{i}.jpg", _jpeg((i, 7, 99))))]
+            )
+            assert r.status_code == 202, r.text
+            [item] = r.json()["data"]
+            return item["id"], item["result_url"], client.get(item["result_url"]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit_and_read, range(40)))
+    assert [url for _, url, _ in answers] == [f"{platform.api_url}/v1/images/{i}" for i, _, _ in answers]
+    assert [status for _, _, status in answers] == [200] * 40
+
+    with httpx.Client(headers=platform.headers, timeout=60) as client:
+        r = client.post(
+            f"{platform.ingest_url}/v1/images",
+            files=[("files", (f"batch-{i}.jpg", _jpeg((i, 99, 7)))) for i in range(10)],
+        )
+        assert r.status_code == 202, r.text
+        statuses = [client.get(item["result_url"]).status_code for item in r.json()["data"]]
+    assert statuses == [200] * 10
