@@ -662,9 +662,10 @@ def autoscaling_problems(r: Rendered) -> list[str]:
                 problems.append(f"{ref(so)}: no TriggerAuthentication {auth}")
         partitions = min(topics.BY_NAME[t].partitions for t in topics.RECOGNIZER_INPUTS)
         workers = int(env.get("WORKERS") or 1)
-        if maximum * workers > partitions:
+        # each pod is one consumer (its processes share its partitions): pods, not processes
+        if maximum > partitions:
             problems.append(
-                f"{ref(so)}: {maximum} pods x {workers} workers > {partitions} partitions: some would idle"
+                f"{ref(so)}: {maximum} pods (x {workers} workers) > {partitions} partitions: some would idle"
             )
     for name, kinds in owners.items():
         if len(kinds) > 1:
@@ -1016,7 +1017,7 @@ def _hpa_on_recognizer(r: Rendered) -> None:
 
 
 def _too_many_recognizers(r: Rendered) -> None:
-    r.get("ScaledObject", "recognizer")["spec"]["maxReplicaCount"] = 9
+    r.get("ScaledObject", "recognizer")["spec"]["maxReplicaCount"] = 33  # more pods (consumers) than partitions
 
 
 def _other_consumer_group(r: Rendered) -> None:
