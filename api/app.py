@@ -20,6 +20,7 @@ import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
+from api.catchup import OutageWatch
 from api.deps import Resources
 from api.enrollment import warm_up
 from api.routes import admin, images, page, people
@@ -54,7 +55,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
             encoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
             stack.push_async_callback(asyncio.to_thread, encoder.shutdown, wait=True, cancel_futures=True)
             encoder.submit(warm_up)  # in the background: start-up does not wait for it
-            app.state.resources = Resources(pool=pool, publisher=publisher, encoder=encoder)
+            outages = OutageWatch(settings.catch_up_grace_s)
+            watcher = asyncio.create_task(outages.watch(lambda: _database_answers(pool)))
+            stack.callback(watcher.cancel)
+            app.state.resources = Resources(pool=pool, publisher=publisher, encoder=encoder, outages=outages)
             log.info("api ready on %s:%s", settings.api_host, settings.api_port)
             yield
 
@@ -101,7 +105,10 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 
 
-async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    resources: Resources | None = getattr(request.app.state, "resources", None)
+    if resources is not None:
+        resources.outages.saw_down()
     return JSONResponse(
         {"detail": f"the database is unavailable ({type(exc).__name__}); retry later"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

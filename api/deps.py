@@ -13,6 +13,7 @@ from typing import Annotated, cast
 import asyncpg
 from fastapi import Depends, Request
 
+from api.catchup import OutageWatch
 from api.settings import ApiSettings
 from common.publisher import Publisher
 
@@ -24,6 +25,7 @@ class Resources:
     pool: asyncpg.Pool
     publisher: Publisher  # the one way to publish (common.publisher): acknowledged, behind a breaker
     encoder: Executor  # runs api.enrollment.scan_photo out of the event loop
+    outages: OutageWatch  # is an unknown id "not yet" (just after a database outage) or 404?
 
 
 def _resources(request: Request) -> Resources:
@@ -46,7 +48,12 @@ def get_encoder(request: Request) -> Executor:
     return _resources(request).encoder
 
 
+def get_outages(request: Request) -> OutageWatch:
+    return _resources(request).outages
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 EncoderDep = Annotated[Executor, Depends(get_encoder)]
+OutagesDep = Annotated[OutageWatch, Depends(get_outages)]

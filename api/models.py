@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.events import Box
+from schemas.lifecycle import Status
 
 
 def _storable(v: str) -> str:
@@ -35,15 +36,13 @@ def storable_filename(name: str | None) -> str | None:
     return name.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:1024] or None
 
 
-class ImageStatus(StrEnum):
-    PENDING = "pending"
-    PROCESSED = "processed"
-    UNRESOLVED = "unresolved"
-    FAILED = "failed"
+#: An image's status (schemas/lifecycle.py is the one place the words are spelled).
+ImageStatus = Status
 
 
 class RerunnableStatus(StrEnum):
-    """The statuses a re-run may start from: the image's last run is over without a name."""
+    """The statuses a re-run may start from (schemas.lifecycle.RERUNNABLE; a unit test
+    checks they agree): the image's last run is over without a name."""
 
     UNRESOLVED = "unresolved"
     FAILED = "failed"

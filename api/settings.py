@@ -35,3 +35,9 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
         "time, paid once per enrolled face, for a steadier gallery (docs/MATCHING.md).",
     )
     rerun_max: int = Field(default=10_000, ge=1, description="Most images one bulk re-run may resubmit.")
+    catch_up_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="After a database outage, how long an unknown image id answers 503 (rows written "
+        "during the outage may still be on their way) instead of 404.",
+    )

@@ -39,7 +39,7 @@ import numpy as np
 from common.kafka import ensure_topics, producer_config
 from recognizer.core import DetectionConfig, FoundFace, find_faces, largest_face, load_image, recognize
 from recognizer.gallery import Gallery, default_rule
-from schemas import codec, topics
+from schemas import codec, lifecycle, topics
 from schemas.envelope import new_id
 from schemas.events import FaceEnrolled, PersonEnrolled
 from tests.platform import ADMIN_KEY, Platform, start_platform, wait_ready
@@ -50,7 +50,7 @@ RUN_DIR = ROOT / ".run" / "bench"
 KAFKA_PORT, PG_PORT = 29192, 25532
 #: ingest, api, stream, recognizer
 PORTS = (28000, 28001, 26066, 29101)
-FINAL = ("processed", "unresolved", "failed")
+FINAL = tuple(s.value for s in lifecycle.FINAL)
 
 
 # ------------------------------------------------------------------------ data

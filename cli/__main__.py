@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 
 from cli.folders import images_in, people_in
+from schemas import lifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "datasets" / "faces" / "sample" / "examples" / "knn_examples"
-FINAL = {"processed", "unresolved", "failed"}
+FINAL = {s.value for s in lifecycle.FINAL}
 RUN_DIR = Path(os.environ.get("FACESTREAM_RUN_DIR", ROOT / ".run"))
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from schemas.events import Outcome
+from schemas.lifecycle import Status, reason_of, status_of
+
 
 async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
     """Remove the person and their enrolled faces, and anonymise every result naming them.
@@ -26,11 +29,14 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
             person_id,
         )
         await conn.execute(
-            """UPDATE images SET status = 'unresolved', status_reason = 'unknown_faces', updated_at = now()
-               WHERE id = ANY($1::uuid[]) AND status = 'processed'
+            """UPDATE images SET status = $2, status_reason = $3, updated_at = now()
+               WHERE id = ANY($1::uuid[]) AND status = $4
                  AND NOT EXISTS (SELECT 1 FROM faces f
                                  WHERE f.image_id = images.id AND f.person_id IS NOT NULL)""",
             list({r["image_id"] for r in touched}),
+            status_of(Outcome.UNKNOWN_FACES).value,
+            reason_of(Outcome.UNKNOWN_FACES),
+            Status.PROCESSED.value,
         )
         await conn.execute("DELETE FROM people WHERE id = $1", person_id)
         await conn.execute(

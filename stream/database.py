@@ -49,7 +49,7 @@ class NotStorable(FacestreamError):
 class Database:
     """See the module docstring. One per stream worker, shared by every agent."""
 
-    def __init__(self, dsn: str, *, max_delay: float = 15.0) -> None:
+    def __init__(self, dsn: str, *, max_delay: float = 5.0) -> None:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()

@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api import queries
-from api.deps import PoolDep, PublisherDep
+from api.deps import OutagesDep, PoolDep, PublisherDep
 from api.models import (
     ImageErasedPublic,
     ImagePublic,
@@ -64,9 +64,18 @@ async def list_images(
 
 
 @router.get("/{image_id}", dependencies=[require("query")])
-async def get_image(image_id: uuid.UUID, pool: PoolDep) -> ImagePublic:
+async def get_image(image_id: uuid.UUID, pool: PoolDep, outages: OutagesDep) -> ImagePublic:
+    """One image with its faces. An id ingest accepted is known at once (read-your-writes);
+    an unknown id is 404, except just after a database outage, when rows written meanwhile
+    may still be on their way: then 503 with ``Retry-After`` (api/catchup.py)."""
     image = await queries.get_image(pool, image_id)
     if image is None:
+        if outages.catching_up():
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"image {image_id} is not known yet: results are catching up after a database outage",
+                headers={"Retry-After": "2"},
+            )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
     return image
 

@@ -1017,7 +1017,9 @@ def _hpa_on_recognizer(r: Rendered) -> None:
 
 
 def _too_many_recognizers(r: Rendered) -> None:
-    r.get("ScaledObject", "recognizer")["spec"]["maxReplicaCount"] = 33  # more pods (consumers) than partitions
+    r.get("ScaledObject", "recognizer")["spec"]["maxReplicaCount"] = (
+        33  # more pods (consumers) than partitions
+    )
 
 
 def _other_consumer_group(r: Rendered) -> None:

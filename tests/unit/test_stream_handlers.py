@@ -8,7 +8,7 @@ from pathlib import Path
 
 from schemas import codec, topics
 from schemas import events as ev
-from schemas.lifecycle import FINAL, Status, status_of
+from schemas.lifecycle import FINAL, RERUNNABLE, Status, status_of
 from stream import handlers, reconciler
 from stream.delivery import dead_letter
 from stream.effects import DeadLetter, Finished, Incoming, Plan, Publish, Skipped, Store
@@ -136,6 +136,12 @@ def test_the_lifecycle_is_the_one_the_database_enforces() -> None:
     assert {w.strip(" '") for w in check.group(1).split(",")} == {s.value for s in Status}
     assert {status_of(o) for o in ev.Outcome} <= FINAL
     assert Status.PENDING not in FINAL
+
+
+def test_the_api_offers_re_runs_from_the_lifecycle_s_rerunnable_statuses() -> None:
+    from api.models import RerunnableStatus
+
+    assert {s.value for s in RerunnableStatus} == {s.value for s in RERUNNABLE}
 
 
 def test_the_reconciler_waits_until_the_recognizers_are_past_an_image() -> None:
