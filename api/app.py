@@ -25,6 +25,7 @@ from api.deps import Resources
 from api.enrollment import warm_up
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
+from common import door
 from common.auth import Authenticator
 from common.db import create_pool
 from common.errors import BrokerUnavailable
@@ -72,6 +73,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
+    door.install(app, app.state.auth, door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes))
     app.include_router(ops_router(readiness))
     app.include_router(images.router)
     app.include_router(people.router)

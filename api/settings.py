@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.auth import AuthSettings
@@ -21,6 +23,19 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     enroll_max_bytes: int = Field(
         default=10 * MIB, ge=1, description="Largest enrollment photo accepted; larger ones get 413."
+    )
+    max_request_bytes: int = Field(
+        default=16 * MIB,
+        ge=1,
+        description="Largest upload request (multipart/form-data: an enrollment photo), counted as it "
+        "arrives (chunked too): 413 past it. Uploaded files over 1 MiB are spooled to /tmp while the "
+        "request is read, and the pod's /tmp is an emptyDir of 256 MiB (deploy/k8s/base/api.yaml): "
+        "sixteen requests at the limit fit at once.",
+    )
+    max_json_bytes: int = Field(
+        default=1 * MIB,
+        ge=1,
+        description="Largest body of any other kind (JSON); held in memory, never spooled.",
     )
     kafka_delivery_timeout_ms: int = Field(
         default=15_000,
@@ -41,3 +56,12 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
         description="After a database outage, how long an unknown image id answers 503 (rows written "
         "during the outage may still be on their way) instead of 404.",
     )
+
+    @model_validator(mode="after")
+    def _a_photo_fits_in_a_request(self) -> Self:
+        if self.max_request_bytes <= self.enroll_max_bytes:
+            raise ValueError(
+                f"MAX_REQUEST_BYTES ({self.max_request_bytes}) must be larger than ENROLL_MAX_BYTES "
+                f"({self.enroll_max_bytes}): a photo of the largest size must fit in an upload"
+            )
+        return self

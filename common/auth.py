@@ -19,9 +19,17 @@ Two kinds of key are accepted:
 Clients send a key as ``X-API-Key: <key>``, ``Authorization: Bearer <key>``, or as the
 password of HTTP Basic authentication (what a browser prompts for on the results page).
 
+Keys are checked at the door (:mod:`common.door`), before routing and before a body is
+read; a route names the scope it needs with ``dependencies=[require(scope)]``.
+
 Verified keys are cached for ``auth_cache_ttl_s`` (revocation takes effect within that
-time). While PostgreSQL is unreachable a key verified in the last ``auth_stale_ok_s``
-keeps working, so an outage of the database does not stop image submission.
+time) in a least-recently-used cache of ``auth_cache_size`` keys. While PostgreSQL is
+unreachable a key verified in the last ``auth_stale_ok_s`` keeps working, so an outage of
+the database does not stop image submission. Unknown keys are remembered apart, in a
+bounded cache of their own, so a flood of random keys cannot push the good ones out.
+A client address may fail ``auth_failures_per_minute`` times a minute (429 beyond that,
+before any lookup), and a lookup waits at most ``auth_db_timeout_s`` for a pooled
+connection: random keys cannot queue up in front of the pool.
 
 Rate limits are token buckets per key and per process: with N replicas of a service a
 key can make N times its limit in all.
@@ -36,10 +44,11 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, Security
@@ -58,7 +67,7 @@ BOOTSTRAP_ID = "bootstrap-admin"
 AUTH_FAILURES = Counter(
     "facestream_auth_failures_total",
     "Requests refused by authentication or authorisation.",
-    ["service", "reason"],  # missing | invalid | revoked | scope | unavailable
+    ["service", "reason"],  # missing | invalid | scope | unavailable | throttled
 )
 RATE_LIMITED = Counter("facestream_rate_limited_total", "Requests refused with 429.", ["service"])
 
@@ -79,6 +88,26 @@ class AuthSettings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(
         default=600, ge=1, description="Requests per minute for a key created without its own limit."
+    )
+    auth_cache_size: int = Field(
+        default=10_000, ge=1, description="Verified keys remembered (the least recently used go first)."
+    )
+    auth_negative_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Unknown or revoked keys remembered for AUTH_CACHE_TTL_S, apart from the verified ones.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Failed key checks (unknown, revoked or malformed key) one client address may make a "
+        "minute, and at once; beyond that its keys are not looked up: 429 with Retry-After.",
+    )
+    auth_db_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a key lookup may wait for a pooled connection, and then for its query; "
+        "past it the key is unverifiable (503, or the AUTH_STALE_OK_S grace).",
     )
 
 
@@ -204,6 +233,75 @@ class RateLimiter:
         return (1.0 - bucket.tokens) / per_second
 
 
+V = TypeVar("V")
+
+
+class LruCache(Generic[V]):
+    """At most ``capacity`` entries, each with the time it was stored; the least recently
+    used entry is forgotten first (never the whole cache at once)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def get(self, key: str) -> tuple[V, float] | None:
+        """The value and when it was stored; marks the entry as recently used."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, value: V, at: float) -> None:
+        self._entries[key] = (value, at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
+#: Client addresses whose failures are remembered; the least recently failing go first.
+FAILURE_ADDRESSES = 100_000
+
+
+@dataclass
+class FailureLimiter:
+    """Failed key checks per client address: a token bucket of ``per_minute`` tokens,
+    refilled at ``per_minute`` a minute; each failure takes one."""
+
+    per_minute: int
+    clock: Callable[[], float] = time.monotonic
+    buckets: LruCache[_Bucket] = field(default_factory=lambda: LruCache(FAILURE_ADDRESSES))
+
+    def _bucket(self, address: str) -> _Bucket:
+        now = self.clock()
+        entry = self.buckets.get(address)
+        if entry is None:
+            return _Bucket(tokens=float(self.per_minute), at=now)
+        bucket = entry[0]
+        refill = (now - bucket.at) * self.per_minute / 60.0
+        bucket.tokens = min(float(self.per_minute), bucket.tokens + refill)
+        bucket.at = now
+        return bucket
+
+    def wait(self, address: str) -> float:
+        """0.0 if ``address`` may try a key now, otherwise the seconds until it may."""
+        tokens = self._bucket(address).tokens
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) * 60.0 / self.per_minute
+
+    def failed(self, address: str) -> None:
+        bucket = self._bucket(address)
+        bucket.tokens = max(0.0, bucket.tokens - 1.0)
+        self.buckets.put(address, bucket, bucket.at)
+
+
 # ------------------------------------------------------------------ authentication
 
 _HEADER = APIKeyHeader(
@@ -213,68 +311,143 @@ _HEADER = APIKeyHeader(
 )
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """A key as a request carries it, and how: a browser sends ``basic`` by itself (cross-site
+    too, once the user has logged in), never the other two."""
+
+    key: str
+    scheme: Literal["x-api-key", "bearer", "basic"]
+
+
+def credentials_from(headers: Mapping[str, str]) -> Credentials | None:
+    """The key in ``X-API-Key`` (first) or ``Authorization`` (Bearer, or Basic's password)."""
+    header = headers.get("x-api-key")
+    if header:
+        return Credentials(header, "x-api-key")
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme = value.partition(" ")[0].lower()
+    key = _key_from_authorization(value)
+    if key is None or scheme not in ("bearer", "basic"):
+        return None
+    return Credentials(key, "bearer" if scheme == "bearer" else "basic")
+
+
+def principal_of(scope: Mapping[str, Any]) -> Principal | None:
+    """The principal :class:`common.door.Door` found for this request (None: an open path)."""
+    principal = scope.get("state", {}).get("principal")
+    return principal if isinstance(principal, Principal) else None
+
+
 @dataclass
 class Authenticator:
-    """Verifies keys against the settings and the ``api_keys`` table, with a short cache."""
+    """Verifies keys against the settings and the ``api_keys`` table.
+
+    Verified keys live in an LRU cache of ``auth_cache_size``; unknown and revoked ones in
+    a separate one of ``auth_negative_cache_size``, for ``auth_cache_ttl_s``. A failed check
+    (malformed, unknown or revoked key) counts against the client address; an address over
+    ``auth_failures_per_minute`` gets 429 without its key being looked up, unless the key
+    is one already verified (no database work: a noisy neighbour behind the same address
+    does not lock out working keys). A lookup waits at most ``auth_db_timeout_s`` for a
+    pooled connection and as long for its answer.
+    """
 
     service: str
     settings: AuthSettings
     pool: Callable[[], asyncpg.Pool]
     clock: Callable[[], float] = time.monotonic
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    _cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
+    good: LruCache[Principal] = field(init=False)
+    unknown: LruCache[None] = field(init=False)
+    failures: FailureLimiter = field(init=False)
 
-    async def principal(self, key: str) -> Principal | None:
-        """The key's principal; None if unknown or revoked. Raises HTTP 503 if it cannot tell."""
+    def __post_init__(self) -> None:
+        self.good = LruCache(self.settings.auth_cache_size)
+        self.unknown = LruCache(self.settings.auth_negative_cache_size)
+        self.failures = FailureLimiter(self.settings.auth_failures_per_minute, clock=self.clock)
+
+    async def principal(self, key: str, client: str = "unknown") -> Principal | None:
+        """The key's principal; None if unknown, revoked or malformed (a failure of ``client``).
+
+        Raises HTTP 429 while ``client`` is over its failures, 503 if the database cannot
+        tell and the key was not verified in the last ``auth_stale_ok_s``.
+        """
         admin = self.settings.admin_api_key
         if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
             return Principal(BOOTSTRAP_ID, "bootstrap admin", frozenset(SCOPES), None)
-        if key_id_of(key) is None:
-            return None
         hashed = digest(key)
         now = self.clock()
-        cached = self._cache.get(hashed)
-        if cached is not None and now - cached[1] < self.settings.auth_cache_ttl_s:
-            return cached[0]
-        try:
-            row = await self.pool().fetchrow(
-                "SELECT id, name, scopes, rate_per_minute FROM api_keys "
-                "WHERE key_sha256 = $1 AND revoked_at IS NULL",
-                hashed,
-                timeout=2,
+        good = self.good.get(hashed)
+        if good is not None and now - good[1] < self.settings.auth_cache_ttl_s:
+            return good[0]
+        wait = self.failures.wait(client)
+        if wait > 0:
+            AUTH_FAILURES.labels(self.service, "throttled").inc()
+            retry = max(1, math.ceil(wait))
+            raise HTTPException(
+                429,
+                f"too many failed API key checks from this address; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
             )
+        unknown = self.unknown.get(hashed)
+        known_bad = unknown is not None and now - unknown[1] < self.settings.auth_cache_ttl_s
+        if key_id_of(key) is None or known_bad:
+            self.failures.failed(client)
+            return None
+        try:
+            row = await self._lookup(hashed)
         except DATABASE_UNAVAILABLE:
-            if cached is not None and now - cached[1] < self.settings.auth_stale_ok_s:
-                return cached[0]
+            if good is not None and now - good[1] < self.settings.auth_stale_ok_s:
+                return good[0]
             AUTH_FAILURES.labels(self.service, "unavailable").inc()
             raise HTTPException(
                 503, "cannot verify the API key: the database is unavailable", headers={"Retry-After": "5"}
             ) from None
-        principal = (
-            Principal(
-                row["id"],
-                row["name"],
-                frozenset(row["scopes"]),
-                row["rate_per_minute"] or self.settings.rate_limit_per_minute,
-            )
-            if row
-            else None
+        if row is None:
+            self.good.pop(hashed)
+            self.unknown.put(hashed, None, now)
+            self.failures.failed(client)
+            return None
+        principal = Principal(
+            row["id"],
+            row["name"],
+            frozenset(row["scopes"]),
+            row["rate_per_minute"] or self.settings.rate_limit_per_minute,
         )
-        if len(self._cache) > 10_000:  # bounded: forget everything rather than grow
-            self._cache.clear()
-        self._cache[hashed] = (principal, now)
+        self.unknown.pop(hashed)
+        self.good.put(hashed, principal, now)
         return principal
 
-    async def authorize(self, request: Request, scope: Scope, header_key: str | None) -> Principal:
-        """The caller's principal if it holds ``scope`` and is within its rate; else 401/403/429."""
-        key = header_key or _key_from_authorization(request.headers.get("authorization"))
-        if not key:
+    async def _lookup(self, hashed: str) -> asyncpg.Record | None:
+        timeout = self.settings.auth_db_timeout_s
+        async with self.pool().acquire(timeout=timeout) as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(
+                "SELECT id, name, scopes, rate_per_minute FROM api_keys "
+                "WHERE key_sha256 = $1 AND revoked_at IS NULL",
+                hashed,
+                timeout=timeout,
+            )
+            return row
+
+    async def authenticate(self, credentials: Credentials | None, client: str) -> Principal:
+        """The caller's principal; HTTP 401 (no key, or not a valid one), 429 or 503 otherwise."""
+        if credentials is None:
             AUTH_FAILURES.labels(self.service, "missing").inc()
             raise _unauthorized("an API key is required (X-API-Key header)")
-        principal = await self.principal(key)
+        principal = await self.principal(credentials.key, client)
         if principal is None:
             AUTH_FAILURES.labels(self.service, "invalid").inc()
             raise _unauthorized("the API key is not valid (unknown or revoked)")
+        return principal
+
+    def authorize(self, request: Request, scope: Scope) -> Principal:
+        """The caller's principal (found at the door) if it holds ``scope`` and is within its
+        rate; else 403/429."""
+        principal = principal_of(request.scope)
+        if principal is None:
+            raise RuntimeError(f"{request.url.path} needs a key but common.door.Door is not installed")
         if not principal.allows(scope):
             AUTH_FAILURES.labels(self.service, "scope").inc()
             raise HTTPException(403, f"this API key lacks the {scope!r} scope")
@@ -289,7 +462,6 @@ class Authenticator:
                     f"retry in {retry} s",
                     headers={"Retry-After": str(retry)},
                 )
-        request.state.principal = principal
         return principal
 
 
@@ -318,13 +490,18 @@ def _key_from_authorization(value: str | None) -> str | None:
 def require(scope: Scope) -> Any:
     """A route dependency: the request needs a key with ``scope`` (``dependencies=[require(...)]``).
 
-    The app must hold an :class:`Authenticator` in ``app.state.auth``.
+    The key itself was checked at the door (:class:`common.door.Door`, before the body
+    was read); this checks its scope and rate. The app must hold an
+    :class:`Authenticator` in ``app.state.auth``.
     """
 
     async def dependency(
-        request: Request, header_key: Annotated[str | None, Security(_HEADER)] = None
+        request: Request,
+        declared: Annotated[str | None, Security(_HEADER)] = None,  # for the OpenAPI schema
     ) -> Principal:
         auth: Authenticator = request.app.state.auth
-        return await auth.authorize(request, scope, header_key)
+        principal = auth.authorize(request, scope)
+        request.state.principal = principal
+        return principal
 
     return Depends(dependency)

@@ -30,8 +30,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common import door
 from common.auth import Authenticator, Principal, require
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
@@ -84,7 +84,10 @@ IdempotencyKey = Annotated[str | None, Header(alias=idempotency.HEADER, descript
 #: The answers every submitting endpoint may give besides its success.
 _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A file is empty, a path cannot be read, or the Idempotency-Key header is invalid."},
-    413: {"description": "Too many files, a file too large, or too many pixels."},
+    413: {
+        "description": "Too many files, a file too large, too many pixels, or the request body over "
+        "MAX_REQUEST_BYTES (MAX_JSON_BYTES for a JSON body)."
+    },
     415: {"description": "A file is not an image of an accepted format."},
 }
 
@@ -176,8 +179,10 @@ async def submit_images(
     checked: list[CheckedFile] = []
     for i, upload in enumerate(files):
         name = upload.filename or f"file #{i + 1}"
-        data = await upload.read(settings.max_image_bytes + 1)
         try:
+            if upload.filename is not None:
+                check_text(f"the name of file #{i + 1} ({upload.filename!r})", upload.filename)
+            data = await upload.read(settings.max_image_bytes + 1)
             header = check_image(
                 data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_pixels, name=name
             )
@@ -227,8 +232,8 @@ def _parse_metadata(raw: str | None) -> dict[str, str]:
         raise _reject(UploadRejected(422, "metadata must be a JSON object of string values"))
     try:
         for k, v in obj.items():
-            check_text("metadata", k)
-            check_text("metadata", v)
+            check_text("metadata key", k)
+            check_text(f"metadata value of {k!r}", v)
     except UploadRejected as exc:
         raise _reject(exc) from None
     return obj
@@ -273,6 +278,7 @@ async def _submit_paths(
         try:
             check_text("path", raw)
             target = resolve_legacy_path(settings.images_root, raw)
+            check_text(f"the name of the file at {raw!r}", target.name)
             if target.stat().st_size > settings.max_image_bytes:
                 raise UploadRejected(413, f"{raw}: over the limit of {settings.max_image_bytes} bytes")
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
@@ -364,34 +370,6 @@ async def legacy_post_images(
     }
 
 
-class BodyLimit:
-    """Refuse a request whose declared body is over the limit (JSON: ``json_limit``) before reading it.
-
-    Pure ASGI: ``BaseHTTPMiddleware`` would cost a task and two streams per request.
-    """
-
-    def __init__(self, app: ASGIApp, json_limit: int, limit: int) -> None:
-        self.app = app
-        self.json_limit = json_limit
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length", b"")
-            if length.isdigit():
-                size = int(length)
-                detail = None
-                if b"json" in headers.get(b"content-type", b"") and size > self.json_limit:
-                    detail = f"JSON body over {self.json_limit} bytes"
-                elif size > self.limit:
-                    detail = f"request body over {self.limit} bytes"
-                if detail is not None:
-                    await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
 async def _batch_not_accepted(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BatchNotAccepted)
     return JSONResponse(
@@ -443,11 +421,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         submitter: Submitter = app.state.submitter
         return {"kafka": await asyncio.to_thread(submitter.publisher.ready)}
 
-    app.add_middleware(
-        BodyLimit,
-        json_limit=settings.max_json_bytes,
-        limit=settings.max_image_bytes * settings.max_batch_files + 1024 * 1024,
-    )
+    door.install(app, app.state.auth, door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes))
     app.include_router(router)
     app.include_router(ops_router(readiness))
     readable_validation_errors(app)

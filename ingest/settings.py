@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.auth import AuthSettings
 from common.settings import DatabaseSettings, ServiceSettings
+
+MIB = 1024 * 1024
 
 
 class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
@@ -27,7 +30,7 @@ class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
         description="Folder the legacy path-based endpoints may read from; unset disables them (403).",
     )
     max_image_bytes: int = Field(
-        default=10 * 1024 * 1024,
+        default=10 * MIB,
         ge=1,
         description="Largest image accepted. Images travel inside the event, base64-encoded, "
         "so this must stay well below the topics' max.message.bytes (16 MiB).",
@@ -39,8 +42,19 @@ class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
     kafka_delivery_timeout_ms: int = Field(
         default=15_000, ge=1_000, description="How long an upload waits for the broker's ack before 503."
     )
+    max_request_bytes: int = Field(
+        default=128 * MIB,
+        ge=1,
+        description="Largest upload request (multipart/form-data, every file of a batch together), counted "
+        "as it arrives (chunked too): 413 past it. Uploaded files over 1 MiB are spooled to /tmp while the "
+        "request is read, and the pod's /tmp is an emptyDir of 512 MiB (deploy/k8s/base/ingest.yaml): "
+        "keep this at a quarter of it or less, so that four requests at the limit fit at once.",
+    )
     max_json_bytes: int = Field(
-        default=1024 * 1024, ge=1, description="Largest JSON body of the legacy endpoints."
+        default=1 * MIB,
+        ge=1,
+        description="Largest body of any other kind (the legacy endpoints' JSON); held in memory, "
+        "never spooled.",
     )
     db_pool_max_size: int = Field(
         default=8, ge=1, description="Connections to PostgreSQL (API keys and pending rows)."
@@ -57,6 +71,15 @@ class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
         description="Most pending rows kept in memory while PostgreSQL is unreachable; beyond it the "
         "oldest are dropped (the projector still creates them from the events) and counted.",
     )
+
+    @model_validator(mode="after")
+    def _an_image_fits_in_a_request(self) -> Self:
+        if self.max_request_bytes <= self.max_image_bytes:
+            raise ValueError(
+                f"MAX_REQUEST_BYTES ({self.max_request_bytes}) must be larger than MAX_IMAGE_BYTES "
+                f"({self.max_image_bytes}): one image of the largest size must fit in an upload"
+            )
+        return self
 
     @field_validator("results_base_url")
     @classmethod

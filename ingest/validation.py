@@ -34,18 +34,29 @@ class ImageHeader:
 
 
 def storable_filename(name: str | None) -> str | None:
-    """A client's file name, made storable (PostgreSQL text holds no NUL; the event takes
-    valid UTF-8 up to 1024 characters): multipart names and file-system names are not
-    validated input, and a bad one must not cost the upload."""
+    """A file name as the event takes it (at most 1024 characters); None for no name.
+    The name must have passed :func:`check_text` (no control characters, valid Unicode)."""
     if name is None:
         return None
-    return name.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:1024] or None
+    return name[:1024] or None
+
+
+def _is_control(char: str) -> bool:
+    """C0 controls (NUL to U+001F, tab and newline included), DEL, and the C1 controls."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
 
 
 def check_text(what: str, value: str) -> None:
-    """Raise UploadRejected(422) unless ``value`` can be stored as text (no NUL, valid Unicode)."""
-    if "\x00" in value:
-        raise UploadRejected(422, f"{what} must not contain NUL characters")
+    """Raise UploadRejected(422) unless ``value`` is text the event model and PostgreSQL take:
+    no control characters (NUL, the other C0 controls including tab and newline, DEL, C1)
+    and valid Unicode (no lone surrogates)."""
+    for i, char in enumerate(value):
+        if _is_control(char):
+            name = " (NUL)" if char == "\x00" else ""
+            raise UploadRejected(
+                422, f"{what} must not contain control characters: U+{ord(char):04X}{name} at position {i}"
+            )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -96,15 +96,36 @@ class Supervisor:
         return self.slots[index] is not dead or dispatcher.stopping.is_set()
 
     def run(self) -> int:
+        """Start the workers and feed them until SIGTERM; a session whose delivery failed
+        (the broker gone for longer than the delivery timeout) is ended without committing
+        what failed, and a fresh one starts after a growing delay."""
         # One core per worker: the processes already use every core, so BLAS threads in
         # each (numpy's matching) would only oversubscribe them. Read by the children,
         # which load numpy after they are spawned.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
+        for i in range(self.settings.workers):
+            self.start(i)
+        failures = 0
+        restart_at: dict[int, float] = {}
+        while not self.stopping:
+            fatal = self._session(restart_at)
+            if fatal is None:
+                break
+            failures += 1
+            delay = min(30.0, 0.5 * 2**failures)
+            logging.error("%s; the pool's consumer starts again in %.1fs", fatal, delay)
+            resume_at = time.monotonic() + delay
+            while not self.stopping and time.monotonic() < resume_at:
+                time.sleep(0.1)
+        self._stop_workers()
+        return 0
+
+    def _session(self, restart_at: dict[int, float]) -> str | None:
+        """One consumer session: feed the workers until stopping (None) or a failed
+        delivery (its reason)."""
         workers = self.settings.workers
         dispatcher = Dispatcher(self.settings, f"{os.uname().nodename}:{os.getpid()}", prefetch=workers + 1)
-        for i in range(workers):
-            self.start(i)
         threads = [threading.Thread(target=dispatcher.fetch, name="fetch", daemon=True)]
         threads += [
             threading.Thread(target=self._feed, args=(i, dispatcher), name=f"feed-{i}", daemon=True)
@@ -113,7 +134,6 @@ class Supervisor:
         for t in threads:
             t.start()
         self.dispatcher = dispatcher
-        restart_at: dict[int, float] = {}
         next_check = 0.0
         while not self.stopping and not dispatcher.fatal:
             dispatcher.poll(0.1)
@@ -121,7 +141,9 @@ class Supervisor:
             if now >= next_check:
                 self._restart_dead(now, restart_at)
                 next_check = now + 0.5
-        return self._shut_down(dispatcher, threads)
+        self.dispatcher = None
+        self._end_session(dispatcher, threads)
+        return dispatcher.fatal
 
     def _restart_dead(self, now: float, restart_at: dict[int, float]) -> None:
         for i, slot in list(self.slots.items()):
@@ -140,14 +162,17 @@ class Supervisor:
                 del restart_at[i]
                 self.start(i)
 
-    def _shut_down(self, dispatcher: Dispatcher, threads: list[threading.Thread]) -> int:
-        """Finish the images in the workers' hands, deliver and commit them, stop the workers."""
+    def _end_session(self, dispatcher: Dispatcher, threads: list[threading.Thread]) -> None:
+        """Finish the images in the workers' hands, deliver and commit them, leave the group.
+        Images still queued are left to the group (their offsets are not committed)."""
         dispatcher.stop()
         with self.changed:
             self.changed.notify_all()
         for t in threads:
             t.join(timeout=60)
         dispatcher.close()
+
+    def _stop_workers(self) -> None:
         for slot in self.slots.values():
             with contextlib.suppress(OSError):
                 slot.conn.send(None)
@@ -156,10 +181,6 @@ class Supervisor:
             slot.proc.join(max(0.1, deadline - time.monotonic()))
             if slot.proc.is_alive():
                 slot.proc.kill()
-        if dispatcher.fatal:
-            logging.error("stopping: %s", dispatcher.fatal)
-            return 1
-        return 0
 
 
 def _mark_dead(pid: int | None) -> None:

@@ -225,3 +225,54 @@ def test_sigterm_during_a_retry_wait_loses_no_retry(
         return rows[0]["run"] == 1 and rows[0]["status"] in FINAL
 
     _until("the retried run is final", retried)
+
+
+def test_the_reconciler_redispatches_an_image_whose_event_was_lost(
+    platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
+) -> None:
+    """An image left pending with the recognizers past it (its event lost, as a consumer
+    that committed without finishing would leave it) is sent again, counted, and ends final."""
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest:
+        done = next(iter(submit(ingest, _photos(faces_dir, 1))))
+    _settle(database_url, [done])
+    # A copy of that image whose submission "was lost": pending, its bytes stored, and its
+    # offset one below the finished image's (the recognizers committed past both).
+    lost = str(uuid.uuid4())
+    _sql(
+        database_url,
+        """INSERT INTO images (id, run, status, filename, content_type, size_bytes, sha256, source, camera,
+                              metadata, submitted_at, trace_id, kafka_partition, kafka_offset, updated_at)
+           SELECT $1, 0, 'pending', filename, content_type, size_bytes, sha256, source, camera, metadata,
+                  now(), trace_id, kafka_partition, kafka_offset - 1, now() - interval '1 hour'
+           FROM images WHERE id = $2""",
+        lost,
+        done,
+    )
+    _sql(
+        database_url,
+        "INSERT INTO image_blobs (image_id, content) SELECT $1, content FROM image_blobs WHERE image_id = $2",
+        lost,
+        done,
+    )
+    platform.stop("stream")
+    args, ready_url = platform.started_with["stream"]
+    fast = {"RECONCILE_AFTER_S": "5", "RECONCILE_INTERVAL_S": "1"}
+    platform.start("stream", *args, ready_url=ready_url, env=fast)
+    try:
+        recovered = _settle(database_url, [lost], timeout=120)
+        metrics = httpx.get(f"{platform.stream_url}/metrics", timeout=10).text
+        counted = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("facestream_reconciler_redispatched_total ")
+        ]
+        assert counted, "facestream_reconciler_redispatched_total is not exported"
+        assert float(counted[0].split()[1]) >= 1
+        redispatches = _sql(database_url, "SELECT redispatches FROM images WHERE id = $1", lost)[0][
+            "redispatches"
+        ]
+        assert redispatches == 1
+        print(f"\n[reconciler] a lost image re-dispatched and final after {recovered:.1f}s")
+    finally:
+        platform.stop("stream")
+        platform.start("stream", *args, ready_url=ready_url)

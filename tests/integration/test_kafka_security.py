@@ -9,21 +9,24 @@ the wrong password is refused.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from common.settings import ServiceSettings
 from schemas import codec, topics
-from schemas.events import RecognitionRequested
+from schemas.events import ImageDeadLettered
 from tests.conftest import PORT_OFFSET, ROOT, TEST_RUN_DIR
 from tests.platform import ADMIN_KEY, Platform
 
@@ -99,6 +102,27 @@ def test_wrong_password_or_no_tls_is_refused(
         AdminClient(plaintext.librdkafka()).list_topics(timeout=10)
 
 
+def _stored_bytes(database_url: str, image_id: str, within_s: float = 60) -> int | None:
+    """The size of the image's stored bytes, once the projector has written them."""
+
+    async def size() -> int | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            found = await conn.fetchval(
+                "SELECT octet_length(content) FROM image_blobs WHERE image_id = $1", image_id
+            )
+            return None if found is None else int(found)
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + within_s
+    while True:
+        found = asyncio.run(size())
+        if found is not None or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_services_work_over_sasl_ssl_from_settings_alone(
     secure_env: dict[str, str], database_url: str, faces_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,21 +156,28 @@ def test_services_work_over_sasl_ssl_from_settings_alone(
         )
         assert r.status_code == 202, r.text
         image_id = r.json()["data"][0]["id"]
-        # The stream worker (Faust/aiokafka over SASL_SSL) dispatches it to the recognizers.
+        # The stream worker (Faust/aiokafka over SASL_SSL) reads the event and stores the
+        # image's bytes (only its projector writes them; ingest writes the row itself).
+        stored = _stored_bytes(database_url, image_id)
+        assert stored == photo.stat().st_size, "the stream worker did not read the image over SASL_SSL"
+        # ... and publishes over SASL_SSL too (its one publisher): garbage is dead-lettered.
+        producer = Producer(settings.librdkafka())
+        producer.produce(topics.SUBMITTED, key=b"sasl-poison", value=b"not an event")
+        assert producer.flush(30) == 0
         consumer = Consumer(
             settings.librdkafka(**{"group.id": f"sasl-test-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
         )
-        consumer.subscribe([topics.RECOGNIZE])
+        consumer.subscribe([topics.DEAD_LETTER])
         found = None
-        for _ in range(60):
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
-            request = codec.decode_as(msg.value(), RecognitionRequested)[1]
-            if request.image.image_id == image_id:
-                found = request
-                break
+            letter = codec.decode_as(msg.value(), ImageDeadLettered)[1]
+            if letter.raw == "not an event":
+                found = letter
         consumer.close()
-        assert found is not None, "the stream worker did not dispatch the image over SASL_SSL"
+        assert found is not None, "the stream worker did not dead-letter over SASL_SSL"
     finally:
         platform.stop_all()

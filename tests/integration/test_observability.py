@@ -267,7 +267,7 @@ def test_promtool_accepts_the_live_metrics(platform: Platform, traffic: Traffic,
 
 def test_consumer_lag_covers_every_partition_and_drains(prometheus: Prometheus, traffic: Traffic) -> None:
     stream_group = StreamSettings().stream_app_id
-    expected = {(RECOGNIZER_GROUP, topics.RECOGNIZE): topics.BY_NAME[topics.RECOGNIZE].partitions} | {
+    expected = {(RECOGNIZER_GROUP, t): topics.BY_NAME[t].partitions for t in topics.RECOGNIZER_INPUTS} | {
         (stream_group, t): topics.BY_NAME[t].partitions for t in stream_metrics.STREAM_INPUTS
     }
     # The lag is read every 15 s: wait until a read after the traffic (the end offsets

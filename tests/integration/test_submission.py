@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -276,10 +277,10 @@ async def test_every_id_in_a_202_is_recorded_before_the_answer(
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        ({"camera": "a\x00b"}, "camera must not contain NUL"),
-        ({"source": "a\x00b"}, "source must not contain NUL"),
-        ({"metadata": '{"k": "a\\u0000b"}'}, "metadata must not contain NUL"),
-        ({"metadata": '{"k": "\\ud800"}'}, "metadata must be valid Unicode"),
+        ({"camera": "a\x00b"}, "camera must not contain control characters: U+0000 (NUL)"),
+        ({"source": "a\x00b"}, "source must not contain control characters: U+0000 (NUL)"),
+        ({"metadata": '{"k": "a\\u0000b"}'}, "metadata value of 'k' must not contain control characters"),
+        ({"metadata": '{"k": "\\ud800"}'}, "metadata value of 'k' must be valid Unicode"),
     ],
 )
 async def test_text_that_cannot_be_stored_is_refused_before_publishing(
@@ -290,20 +291,93 @@ async def test_text_that_cannot_be_stored_is_refused_before_publishing(
     assert words in r.json()["detail"]
 
 
-async def test_a_file_name_that_cannot_be_stored_is_cleaned(
-    client: httpx.AsyncClient, db: asyncpg.Pool
+#: Control characters the event model refuses: C0 (NUL, tab, newline, escape...), DEL, C1.
+CONTROLS = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"]
+
+
+def _multipart(filename: bytes, fields: dict[str, str], photo: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart upload written by hand: httpx would percent-encode control characters."""
+    parts = [
+        f'--cut\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
+        for name, value in fields.items()
+    ]
+    parts.append(
+        b'--cut\r\nContent-Disposition: form-data; name="files"; filename="' + filename + b'"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n"
+    )
+    return b"".join(parts) + b"--cut--\r\n", {"content-type": "multipart/form-data; boundary=cut"}
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ("filename", "the name of file #1"),
+        ("camera", "camera"),
+        ("source", "source"),
+        ("metadata key", "metadata key"),
+        ("metadata value", "metadata value of 'site'"),
+    ],
+)
+async def test_control_characters_are_refused_at_the_door(
+    client: httpx.AsyncClient, db: asyncpg.Pool, char: str, where: str, words: str
 ) -> None:
-    # Written by hand: httpx would percent-encode the NUL.
-    body = (
-        b'--cut\r\nContent-Disposition: form-data; name="files"; filename="a\x00b.jpg"\r\n'
-        b"Content-Type: image/jpeg\r\n\r\n" + _jpeg() + b"\r\n--cut--\r\n"
+    """What the event model (and so the projector) would refuse never gets a 202: before,
+    the image was published, its projection dead-lettered, and its row left empty."""
+    fields = {"source": "test", "camera": "gate", "metadata": json.dumps({"site": "hq"})}
+    filename = b"photo.jpg"
+    if where == "filename":
+        filename = f"pho{char}to.jpg".encode()
+    elif where in ("camera", "source"):
+        fields[where] = f"x{char}y"
+    else:
+        meta = {f"si{char}te": "hq"} if where == "metadata key" else {"site": f"h{char}q"}
+        fields["metadata"] = json.dumps(meta)
+    photo = _jpeg()
+    body, headers = _multipart(filename, fields, photo)
+    r = await client.post("/v1/images", content=body, headers=headers)
+    if where == "filename" and char == "\r":  # a bare CR breaks the part's header: not multipart
+        assert r.status_code == 400, r.text
+        assert "multipart" in r.json()["detail"]
+    else:
+        assert r.status_code == 422, r.text
+        assert words in r.json()["detail"]
+        assert f"must not contain control characters: U+{ord(char):04X}" in r.json()["detail"]
+    sha256 = hashlib.sha256(photo).hexdigest()
+    assert await db.fetchval("SELECT count(*) FROM images WHERE sha256 = $1", sha256) == 0
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+async def test_control_characters_in_legacy_paths_are_refused(client: httpx.AsyncClient, char: str) -> None:
+    path = f"sample/examples/oba{char}ma.jpg"
+    single = await client.post("/image/post", json={"path": path})
+    batch = await client.post(
+        "/images/post", json={"paths": [{"path": "sample/examples/obama.jpg"}, {"path": path}]}
     )
-    r = await client.post(
-        "/v1/images", content=body, headers={"content-type": "multipart/form-data; boundary=cut"}
+    for r in (single, batch):
+        assert r.status_code == 422, r.text
+        assert f"path must not contain control characters: U+{ord(char):04X}" in r.json()["detail"]
+
+
+async def test_a_legacy_file_whose_own_name_has_a_control_character_is_refused(
+    settings: IngestSettings, tmp_path: Path
+) -> None:
+    """The path is clean; the file it leads to (through a symlink) has a name the event refuses."""
+    (tmp_path / "bell\x07.jpg").write_bytes(_jpeg())
+    (tmp_path / "clean.jpg").symlink_to(tmp_path / "bell\x07.jpg")
+    app = create_app(settings.model_copy(update={"images_root": tmp_path}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest", headers={"X-API-Key": ADMIN_KEY}
+        ) as client,
+    ):
+        r = await client.post("/image/post", json={"path": "clean.jpg"})
+    assert r.status_code == 422, r.text
+    assert (
+        "the name of the file at 'clean.jpg' must not contain control characters: U+0007"
+        in r.json()["detail"]
     )
-    [item] = r.json()["data"]
-    assert item["filename"] == "ab.jpg"
-    assert (await _rows(db, _ids(r)))[item["id"]]["filename"] == "ab.jpg"
 
 
 # -------------------------------------------------------------- the broker refuses some

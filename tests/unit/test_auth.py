@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,9 +17,13 @@ from common.auth import (
     SCOPES,
     Authenticator,
     AuthSettings,
+    Credentials,
+    FailureLimiter,
+    LruCache,
     Principal,
     RateLimiter,
     _key_from_authorization,
+    credentials_from,
     digest,
     key_id_of,
     new_key,
@@ -79,15 +85,22 @@ def test_rate_limiter_allows_a_minutes_worth_then_refills() -> None:
 
 
 class BrokenPool:
-    """A pool whose database has gone away: every query fails as asyncpg's would."""
+    """A pool whose database has gone away: every query fails as asyncpg's would.
+    (The real pool, its timeouts and outages: tests/integration/test_door.py.)"""
 
     def __init__(self) -> None:
         self.up = True
         self.row: dict[str, Any] | None = None
+        self.queries = 0
 
-    async def fetchrow(self, *_args: Any, **_kw: Any) -> dict[str, Any] | None:
+    @contextlib.asynccontextmanager
+    async def acquire(self, **_kw: Any) -> AsyncIterator[BrokenPool]:
         if not self.up:
             raise ConnectionRefusedError("connection refused")
+        yield self
+
+    async def fetchrow(self, *_args: Any, **_kw: Any) -> dict[str, Any] | None:
+        self.queries += 1
         return self.row
 
 
@@ -123,3 +136,84 @@ def test_recently_verified_keys_survive_a_database_outage_and_others_get_503() -
         asyncio.run(auth.principal(other))
     # A key that is not even well-formed is refused without asking the database.
     assert asyncio.run(auth.principal("garbage")) is None
+
+
+def test_credentials_say_how_they_came() -> None:
+    basic = base64.b64encode(b"me:k3").decode()
+    assert credentials_from({"x-api-key": "k1", "authorization": f"Basic {basic}"}) == Credentials(
+        "k1", "x-api-key"
+    )
+    assert credentials_from({"authorization": "Bearer k2"}) == Credentials("k2", "bearer")
+    assert credentials_from({"authorization": f"Basic {basic}"}) == Credentials("k3", "basic")
+    assert credentials_from({"authorization": "Digest x"}) is None
+    assert credentials_from({}) is None
+
+
+def test_the_lru_cache_forgets_the_least_recently_used_entry_one_at_a_time() -> None:
+    cache: LruCache[int] = LruCache(3)
+    for i, key in enumerate("abc"):
+        cache.put(key, i, at=float(i))
+    assert cache.get("a") == (0, 0.0)  # "a" is now the most recently used
+    cache.put("d", 3, at=3.0)
+    assert "b" not in cache
+    assert [k in cache for k in "acd"] == [True, True, True]
+    assert len(cache) == 3
+
+
+def test_failures_are_limited_per_address_and_refill() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(per_minute=3, clock=clock)
+    for _ in range(3):
+        assert limiter.wait("10.0.0.1") == 0.0
+        limiter.failed("10.0.0.1")
+    assert limiter.wait("10.0.0.1") == pytest.approx(20.0)  # one attempt every 20 s
+    assert limiter.wait("10.0.0.2") == 0.0  # per address
+    clock.now += 20
+    assert limiter.wait("10.0.0.1") == 0.0
+
+
+def _auth(pool: BrokenPool, clock: Clock, **settings: Any) -> Authenticator:
+    return Authenticator("t", AuthSettings(**settings), pool=lambda: pool, clock=clock)  # type: ignore[arg-type,return-value]
+
+
+def test_unknown_keys_do_not_push_verified_ones_out_of_the_cache() -> None:
+    clock, pool = Clock(), BrokenPool()
+    good, good_id = new_key()
+    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    auth = _auth(pool, clock, auth_cache_size=2, auth_negative_cache_size=5, auth_failures_per_minute=10**6)
+    assert asyncio.run(auth.principal(good)) is not None
+    pool.row = None
+    flood = [new_key()[0] for _ in range(50)]
+    for key in flood:
+        assert asyncio.run(auth.principal(key)) is None
+    assert len(auth.unknown) == 5  # bounded, the oldest forgotten first
+    assert digest(flood[-1]) in auth.unknown
+    queries = pool.queries
+    assert asyncio.run(auth.principal(flood[-1])) is None
+    assert pool.queries == queries  # remembered as unknown: no second lookup
+    pool.up = False
+    clock.now += 60  # past the TTL, inside the stale grace: verified before the outage
+    assert asyncio.run(auth.principal(good)) is not None
+
+
+def test_an_address_over_its_failures_gets_429_without_a_lookup() -> None:
+    clock, pool = Clock(), BrokenPool()
+    good, good_id = new_key()
+    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    auth = _auth(pool, clock, auth_failures_per_minute=2, admin_api_key=SecretStr("boot"))
+    assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
+    pool.row = None
+    assert asyncio.run(auth.principal("garbage", "10.0.0.1")) is None  # malformed counts too
+    assert asyncio.run(auth.principal(new_key()[0], "10.0.0.1")) is None
+    queries = pool.queries
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(auth.principal(new_key()[0], "10.0.0.1"))
+    assert err.value.status_code == 429
+    assert err.value.headers == {"Retry-After": "30"}
+    assert pool.queries == queries  # refused before the lookup
+    # Keys that cost no lookup still work from that address; other addresses are not affected.
+    assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
+    assert asyncio.run(auth.principal("boot", "10.0.0.1")) is not None
+    assert asyncio.run(auth.principal(new_key()[0], "10.0.0.2")) is None
+    clock.now += 30
+    assert asyncio.run(auth.principal(new_key()[0], "10.0.0.1")) is None

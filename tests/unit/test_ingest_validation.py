@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ingest.app import resolve_legacy_path
-from ingest.validation import UploadRejected, check_image
+from ingest.validation import UploadRejected, check_image, check_text, storable_filename
 
 
 def _jpeg(size: tuple[int, int] = (20, 10)) -> bytes:
@@ -81,3 +81,31 @@ def test_devices_are_refused(root: Path) -> None:
     with pytest.raises(UploadRejected) as info:
         resolve_legacy_path(root, "zero")
     assert info.value.status == 403  # /dev is outside the root before it is a device
+
+
+#: Every C0 control (NUL, tab and newline included), DEL, and the C1 controls.
+CONTROLS = [chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))]
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+def test_text_with_a_control_character_is_refused(char: str) -> None:
+    with pytest.raises(UploadRejected) as info:
+        check_text("camera", f"gate{char}7")
+    assert info.value.status == 422
+    assert f"camera must not contain control characters: U+{ord(char):04X}" in info.value.detail
+    assert "at position 4" in info.value.detail
+
+
+def test_text_is_refused_with_what_the_event_model_refuses() -> None:
+    with pytest.raises(UploadRejected, match=r"U\+0000 \(NUL\)"):
+        check_text("source", "a\x00b")
+    with pytest.raises(UploadRejected, match="valid Unicode"):
+        check_text("source", "\ud800")
+    for fine in ("", "gate 7", "Café → 東京 ✓", "~!@#$%^&*()_+{}|:<>?", "\u00a0no-break space"):
+        check_text("source", fine)
+
+
+def test_file_names_are_cut_to_what_the_event_takes() -> None:
+    assert storable_filename("a" * 2000) == "a" * 1024
+    assert storable_filename("") is None
+    assert storable_filename(None) is None
