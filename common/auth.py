@@ -349,8 +349,8 @@ class Authenticator:
     a separate one of ``auth_negative_cache_size``, for ``auth_cache_ttl_s``. A failed check
     (malformed, unknown or revoked key) counts against the client address; an address over
     ``auth_failures_per_minute`` gets 429 without its key being looked up, unless the key
-    is one already verified (no database work: a noisy neighbour behind the same address
-    does not lock out working keys). A lookup waits at most ``auth_db_timeout_s`` for a
+    is in the cache of verified ones (which no guess can put there): a noisy neighbour
+    behind the same address does not lock out working keys. A lookup waits at most ``auth_db_timeout_s`` for a
     pooled connection and as long for its answer.
     """
 
@@ -382,7 +382,7 @@ class Authenticator:
         good = self.good.get(hashed)
         if good is not None and now - good[1] < self.settings.auth_cache_ttl_s:
             return good[0]
-        wait = self.failures.wait(client)
+        wait = self.failures.wait(client) if good is None else 0.0  # a known key: one lookup at most
         if wait > 0:
             AUTH_FAILURES.labels(self.service, "throttled").inc()
             retry = max(1, math.ceil(wait))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpRelay:
@@ -67,3 +69,23 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def relay_to(url: str) -> AsyncIterator[TcpRelay]:
+    """A started relay in front of the server of ``url`` (a database URL), cut at the end."""
+    parts = urlsplit(url)
+    relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.cut()
+
+
+def url_through(url: str, relay: TcpRelay) -> str:
+    """``url`` with its host and port replaced by the relay's."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{relay.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))

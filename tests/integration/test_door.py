@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -38,7 +38,7 @@ from common.auth import Authenticator, AuthSettings, KeyCreate, create_key, dige
 from ingest.app import create_app as create_ingest
 from ingest.settings import IngestSettings
 from tests.platform import ADMIN_KEY, Platform
-from tests.tcp_relay import TcpRelay
+from tests.tcp_relay import TcpRelay, relay_to, url_through
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -281,18 +281,12 @@ async def good_key(db: asyncpg.Pool) -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def relay(database_url: str) -> AsyncIterator[TcpRelay]:
-    url = urlsplit(database_url)
-    relay = TcpRelay(url.hostname or "127.0.0.1", url.port or 5432)
-    await relay.start()
-    yield relay
-    await relay.cut()
+    async with relay_to(database_url) as relay:
+        yield relay
 
 
 def _through(database_url: str, relay: TcpRelay) -> str:
-    url = urlsplit(database_url)
-    credentials, _, _ = url.netloc.rpartition("@")
-    host = f"127.0.0.1:{relay.port}"
-    return urlunsplit(url._replace(netloc=f"{credentials}@{host}" if credentials else host))
+    return url_through(database_url, relay)
 
 
 def _from(app: FastAPI, address: str) -> httpx.AsyncClient:

@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest_asyncio
@@ -21,27 +20,22 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.settings import ApiSettings
 from tests.platform import ADMIN_KEY
-from tests.tcp_relay import TcpRelay
+from tests.tcp_relay import TcpRelay, relay_to, url_through
 
 GRACE_S = 3.0
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def relay(database_url: str) -> AsyncIterator[TcpRelay]:
-    url = urlsplit(database_url)
-    relay = TcpRelay(url.hostname or "127.0.0.1", url.port or 5432)
-    await relay.start()
-    yield relay
-    await relay.cut()
+    async with relay_to(database_url) as relay:
+        yield relay
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def client(
     kafka_bootstrap: str, database_url: str, relay: TcpRelay
 ) -> AsyncIterator[httpx.AsyncClient]:
-    url = urlsplit(database_url)
-    user = url.netloc.rsplit("@", 1)[0]
-    through = urlunsplit(url._replace(netloc=f"{user}@127.0.0.1:{relay.port}"))
+    through = url_through(database_url, relay)
     settings = ApiSettings(
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=SecretStr(through),

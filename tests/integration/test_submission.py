@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -52,7 +51,7 @@ from ingest.settings import IngestSettings
 from ingest.submission import Submitter
 from schemas import topics
 from tests.platform import ADMIN_KEY
-from tests.tcp_relay import TcpRelay
+from tests.tcp_relay import TcpRelay, relay_to, url_through
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -91,18 +90,12 @@ def _unrecorded(reason: str) -> float:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def relay(database_url: str) -> AsyncIterator[TcpRelay]:
-    url = urlsplit(database_url)
-    relay = TcpRelay(url.hostname or "127.0.0.1", url.port or 5432)
-    await relay.start()
-    yield relay
-    await relay.cut()
+    async with relay_to(database_url) as relay:
+        yield relay
 
 
 def _through(database_url: str, relay: TcpRelay) -> str:
-    url = urlsplit(database_url)
-    netloc = url.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{relay.port}"
-    return urlunsplit(url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    return url_through(database_url, relay)
 
 
 @pytest.fixture(scope="module")

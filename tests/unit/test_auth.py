@@ -215,5 +215,9 @@ def test_an_address_over_its_failures_gets_429_without_a_lookup() -> None:
     assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
     assert asyncio.run(auth.principal("boot", "10.0.0.1")) is not None
     assert asyncio.run(auth.principal(new_key()[0], "10.0.0.2")) is None
-    clock.now += 30
+    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    clock.now += 10  # past the TTL: looked up again, still not held back by the limit
+    assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
+    pool.row = None
+    clock.now += 20
     assert asyncio.run(auth.principal(new_key()[0], "10.0.0.1")) is None
