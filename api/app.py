@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
@@ -22,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from api.catchup import OutageWatch
 from api.deps import Resources
-from api.enrollment import warm_up
+from api.enrollment import EnrollmentPool
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
 from common import door
@@ -51,11 +49,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings.librdkafka(), source="api", delivery_timeout_ms=settings.kafka_delivery_timeout_ms
             )
             stack.push_async_callback(asyncio.to_thread, publisher.close)
-            # One worker: dlib is CPU-bound and enrollments are rare. "spawn", because
-            # forking a process that runs threads (the producer's) can deadlock the child.
-            encoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            stack.push_async_callback(asyncio.to_thread, encoder.shutdown, wait=True, cancel_futures=True)
-            encoder.submit(warm_up)  # in the background: start-up does not wait for it
+            # One worker: dlib is CPU-bound and enrollments are rare.
+            encoder = EnrollmentPool(workers=1)
+            stack.push_async_callback(asyncio.to_thread, encoder.shutdown)
             outages = OutageWatch(settings.catch_up_grace_s)
             watcher = asyncio.create_task(outages.watch(lambda: _database_answers(pool)))
             stack.callback(watcher.cancel)
@@ -68,6 +64,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return {
             "database": await _database_answers(resources.pool),
             "kafka": await asyncio.to_thread(resources.publisher.ready),
+            "enrollment": resources.encoder.works(),
         }
 
     app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)

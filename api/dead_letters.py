@@ -4,23 +4,51 @@ Every ``ImageDeadLettered`` that carries its recognition request becomes a new r
 that image on ``images.submitted`` (so it shows as pending again and goes through the
 whole pipeline); parked messages without a request (unparseable events) cannot be
 replayed and are only counted. The consumer group ``facestream-dead-letter-replay``
-commits what was replayed, so the next call starts where this one stopped.
+commits what was replayed, and only once the broker acknowledged every republished
+image, so the next call starts where this one stopped and no letter is lost. One replay
+runs at a time (:func:`replay_lock`, a PostgreSQL advisory lock shared by every API
+replica): two at once would republish the same letters.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+import asyncpg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from common.errors import FacestreamError
 from common.kafka import producer_config, watermarks
 from schemas import codec, topics
 from schemas.errors import SchemaError
 from schemas.events import ImageDeadLettered, RecognitionRequested
 
 GROUP = "facestream-dead-letter-replay"
+#: The advisory lock key (``pg_try_advisory_lock``) held while a replay runs.
+LOCK_KEY = 0x66730001
+
+
+class ReplayInProgress(FacestreamError):
+    """Another replay holds the lock; this one did nothing."""
+
+
+@asynccontextmanager
+async def replay_lock(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Hold the replay lock for the block; raises :class:`ReplayInProgress` at once if
+    another replay holds it. The lock is a session lock on one pooled connection, so it
+    is released when the block ends or, if this process dies, when the connection drops."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+            raise ReplayInProgress("a dead-letter replay is already running")
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
 @dataclass(frozen=True)
@@ -29,9 +57,18 @@ class Replay:
     skipped: int
 
 
-def replay_dead_letters(conf: dict[str, Any], limit: int, timeout: float = 30.0) -> Replay:
-    """Replay up to ``limit`` dead letters parked before now. Raises KafkaException when
-    the broker does not answer; what was replayed before that is committed."""
+def replay_dead_letters(
+    conf: dict[str, Any], limit: int, timeout: float = 30.0, deadline_s: float = 60.0
+) -> Replay:
+    """Replay up to ``limit`` dead letters parked before now, for at most ``deadline_s``
+    seconds of reading (then it stops early; the next call continues).
+
+    Letters already deleted by retention are passed over (reading starts at each
+    partition's oldest letter still kept). Raises KafkaException when the broker does not
+    answer or does not acknowledge every republished image: the dead-letter offsets are
+    then not committed, so every letter of this call is replayed again by the next one.
+    """
+    stop_at = time.monotonic() + deadline_s
     consumer = Consumer(
         {
             **conf,
@@ -42,20 +79,27 @@ def replay_dead_letters(conf: dict[str, Any], limit: int, timeout: float = 30.0)
         }
     )
     producer = Producer(producer_config(conf))
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
     replayed = skipped = 0
     try:
         meta = consumer.list_topics(topics.DEAD_LETTER, timeout=timeout).topics[topics.DEAD_LETTER]
-        ends = {
-            p: watermarks(consumer, TopicPartition(topics.DEAD_LETTER, p), timeout)[1]
-            for p in meta.partitions
+        marks = {
+            p: watermarks(consumer, TopicPartition(topics.DEAD_LETTER, p), timeout) for p in meta.partitions
         }
-        consumer.assign([TopicPartition(topics.DEAD_LETTER, p) for p in ends])
+        ends = {p: high for p, (_low, high) in marks.items()}
         committed = consumer.committed([TopicPartition(topics.DEAD_LETTER, p) for p in ends], timeout=timeout)
-        positions = {tp.partition: max(tp.offset, 0) for tp in committed}
+        # Letters below the low watermark expired: start at the oldest one kept.
+        positions = {tp.partition: max(tp.offset, marks[tp.partition][0]) for tp in committed}
         pending = {p for p, end in ends.items() if positions[p] < end}
+        consumer.assign([TopicPartition(topics.DEAD_LETTER, p, positions[p]) for p in pending])
         done: list[TopicPartition] = []
-        while pending and replayed + skipped < limit:
-            msg = consumer.poll(1.0)
+        while pending and replayed + skipped < limit and time.monotonic() < stop_at:
+            msg = consumer.poll(max(0.0, min(1.0, stop_at - time.monotonic())))
             if msg is None:
                 continue
             err = msg.error()
@@ -76,6 +120,7 @@ def replay_dead_letters(conf: dict[str, Any], limit: int, timeout: float = 30.0)
                     topics.SUBMITTED,
                     key=again.image_id,
                     value=codec.encode_data(again, source="api-dead-letter-replay"),
+                    on_delivery=delivered,
                 )
                 replayed += 1
             done.append(TopicPartition(topics.DEAD_LETTER, part, offset + 1))
@@ -83,6 +128,8 @@ def replay_dead_letters(conf: dict[str, Any], limit: int, timeout: float = 30.0)
                 pending.discard(part)
         if producer.flush(timeout) != 0:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "replayed images not acknowledged"))
+        if failures:  # flush() counts failed deliveries as done: each report says how it ended
+            raise KafkaException(failures[0])
         if done:
             consumer.commit(offsets=done, asynchronous=False)
     finally:

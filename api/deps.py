@@ -6,7 +6,6 @@ Tests swap any of them through ``app.dependency_overrides[get_x]``.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -14,6 +13,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from api.catchup import OutageWatch
+from api.enrollment import EnrollmentPool
 from api.settings import ApiSettings
 from common.publisher import Publisher
 
@@ -24,7 +24,7 @@ class Resources:
 
     pool: asyncpg.Pool
     publisher: Publisher  # the one way to publish (common.publisher): acknowledged, behind a breaker
-    encoder: Executor  # runs api.enrollment.scan_photo out of the event loop
+    encoder: EnrollmentPool  # runs api.enrollment.scan_photo out of the event loop
     outages: OutageWatch  # is an unknown id "not yet" (just after a database outage) or 404?
 
 
@@ -44,7 +44,7 @@ def get_publisher(request: Request) -> Publisher:
     return _resources(request).publisher
 
 
-def get_encoder(request: Request) -> Executor:
+def get_encoder(request: Request) -> EnrollmentPool:
     return _resources(request).encoder
 
 
@@ -55,5 +55,5 @@ def get_outages(request: Request) -> OutageWatch:
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-EncoderDep = Annotated[Executor, Depends(get_encoder)]
+EncoderDep = Annotated[EnrollmentPool, Depends(get_encoder)]
 OutagesDep = Annotated[OutageWatch, Depends(get_outages)]

@@ -50,6 +50,11 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
         "time, paid once per enrolled face, for a steadier gallery (docs/MATCHING.md).",
     )
     rerun_max: int = Field(default=10_000, ge=1, description="Most images one bulk re-run may resubmit.")
+    dead_letter_replay_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long one dead-letter replay call reads before it stops (the next call continues).",
+    )
     catch_up_grace_s: float = Field(
         default=60.0,
         ge=0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +35,28 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: Formats accepted whatever the file is called (the content decides, not the name).
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "PPM", "TIFF", "MPO"})
 
+#: Formats Pillow can decode at reduced size (``Image.draft``): never held at full size.
+DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+
+#: Pixel modes ``Image.reduce`` works on; others are converted first (at full size).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "YCbCr", "I", "F"})
+
+#: The declared pixel count above which an image is refused without decoding it.
+#:
+#: The recognizer's container is limited to 1 GiB (``deploy/k8s/base/recognizer.yaml``).
+#: A worker holds about 210 MiB before any image (Python, dlib and its models: measured
+#: with ``ru_maxrss``); the supervisor, the Kafka client and the gallery get another
+#: 300 MiB of headroom, which leaves about 500 MiB for one image. A format that cannot be
+#: decoded reduced (PNG, WebP, ...) is held once at full size: at most 5 bytes a pixel
+#: (4 for RGBA, CMYK or 32-bit greyscale, plus 1 for a palette image converted before it
+#: is reduced). Everything after that works at ``max_decoded_pixels`` (16 MP), which
+#: peaks at about 10 bytes a pixel (conversions, flattening, the array, dlib's copies):
+#: 160 MB. So 5 B x N + 160 MB <= 500 MiB gives N <= 70 MP; 50 MP keeps a margin.
+#: ``tests/unit/test_core.py`` measures it: a 50 MP RGBA PNG (212 KB) now adds about
+#: 420 MiB to a worker's peak (it added 1,030 MiB when it was decoded at full size and
+#: converted three times), and the test holds it under 512 MiB.
+MAX_PIXELS = 50_000_000
+
 
 @dataclass(frozen=True)
 class DetectionConfig:
@@ -41,16 +64,21 @@ class DetectionConfig:
 
     ``detection_max_side``: images whose longer side exceeds it are downscaled for
     detection only (HOG's cost grows with pixel count); boxes are mapped back and faces
-    are encoded from the full-resolution image.
+    are encoded from the decoded image.
+    ``max_decoded_pixels``: the working size. Larger images are decoded reduced (JPEG in
+    the decoder itself, through ``Image.draft``; other formats decoded once, then reduced
+    before any conversion), faces are found and encoded at that size, and boxes are
+    mapped back to the original pixels.
     ``max_pixels``: images declaring more pixels are refused before being decoded
-    (decompression bombs).
+    (decompression bombs). See :data:`MAX_PIXELS` for how it follows from the memory limit.
     """
 
     detector: str = "hog"
     upsample: int = 1
     detection_max_side: int = 1024
     num_jitters: int = 1
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_PIXELS
+    max_decoded_pixels: int = 16_000_000
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(
@@ -86,12 +114,31 @@ class Recognition:
         return Outcome.UNKNOWN_FACES
 
 
-def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> npt.NDArray[np.uint8]:
-    """Decode image bytes to an upright RGB ``uint8`` array (H, W, 3).
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded upright as RGB, perhaps reduced: ``rgb`` is (H, W, 3) ``uint8``;
+    ``width`` and ``height`` are the original's (upright), ``scale`` = original / decoded."""
+
+    rgb: npt.NDArray[np.uint8]
+    width: int
+    height: int
+    scale: float
+
+
+def load_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_pixels: int | None = None
+) -> npt.NDArray[np.uint8]:
+    """Decode image bytes to an upright RGB ``uint8`` array (H, W, 3); see :func:`decode_image`."""
+    return decode_image(data, max_pixels, max_decoded_pixels).rgb
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_pixels: int | None = None) -> Decoded:
+    """Decode image bytes upright as RGB, reduced to at most ``max_decoded_pixels`` (None: never).
 
     Handles EXIF orientation, RGBA/greyscale/palette/16-bit modes and any accepted format
     whatever the file name says. Raises :class:`ImageRejected` with the reason for bytes
-    that are not an image, are corrupt or truncated, or declare too many pixels.
+    that are not an image, are corrupt or truncated, or declare more than ``max_pixels``
+    (checked from the header, before any pixel is decoded).
     """
     if not data:
         raise ImageRejected(FailureReason.NOT_AN_IMAGE, "empty file")
@@ -107,7 +154,16 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> npt
                 raise ImageRejected(
                     FailureReason.DECOMPRESSION_BOMB, f"{w}x{h} is more than {max_pixels} pixels"
                 )
+            factor = _reduction(w, h, max_decoded_pixels)
+            if factor > 1 and fmt in DRAFT_FORMATS:
+                # The decoder scales by 1/2, 1/4 or 1/8, to at least the size asked for.
+                img.draft("RGB", (math.ceil(w / factor), math.ceil(h / factor)))
             img.load()
+            factor = _reduction(*img.size, max_decoded_pixels)
+            if factor > 1:
+                if img.mode not in _REDUCIBLE_MODES:
+                    img = _plain_mode(img)
+                img = img.reduce(factor)
     except UnidentifiedImageError:
         raise ImageRejected(FailureReason.NOT_AN_IMAGE, "not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -116,16 +172,41 @@ def load_image(data: bytes, max_pixels: int = DetectionConfig.max_pixels) -> npt
         raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(FailureReason.CORRUPT_IMAGE, f"cannot decode {fmt}: {exc}") from None
+    scale = w / img.size[0]
+    stored = img.size
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
         img = ImageOps.exif_transpose(img) or img
+    if img.size != stored:  # turned a quarter: so is the original
+        w, h = h, w
+    img = _plain_mode(img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return Decoded(rgb=np.asarray(img, dtype=np.uint8), width=w, height=h, scale=scale)
+
+
+def _reduction(w: int, h: int, max_pixels: int | None) -> int:
+    """The integer factor (per side) that brings ``w`` x ``h`` to at most ``max_pixels``."""
+    if max_pixels is None or w * h <= max_pixels:
+        return 1
+    factor = math.ceil(math.sqrt(w * h / max_pixels))
+    while math.ceil(w / factor) * math.ceil(h / factor) > max_pixels:
+        factor += 1
+    return factor
+
+
+def _plain_mode(img: Image.Image) -> Image.Image:
+    """``img`` in RGB, RGBA (transparency flattened later), L or a mode already plain."""
     if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
         # Flatten transparency onto white rather than letting it turn black.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
     if img.mode.startswith("I;16") or img.mode == "I":
-        img = img.point(lambda v: v / 256).convert("L")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return img.point(lambda v: v / 256).convert("L")
+    if img.mode in ("P", "1", "CMYK", "YCbCr", "F", "La", "RGBa"):
+        return img.convert("RGB")
+    return img
 
 
 def find_faces(
@@ -185,14 +266,27 @@ def recognize(data: bytes, gallery: Gallery, rule: MatchRule, cfg: DetectionConf
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    rgb = load_image(data, cfg.max_pixels)
+    decoded = decode_image(data, cfg.max_pixels, cfg.max_decoded_pixels)
     timings["decode"] = (time.perf_counter() - t0) * 1000
-    faces = find_faces(rgb, cfg, timings)
+    faces = find_faces(decoded.rgb, cfg, timings)
+    if decoded.scale != 1.0:
+        faces = [FoundFace(scaled_box(f.box, decoded), f.encoding) for f in faces]
     t1 = time.perf_counter()
     matches = gallery.match(np.stack([f.encoding for f in faces]) if faces else np.empty((0, 128)), rule)
     timings["match"] = (time.perf_counter() - t1) * 1000
     return Recognition(
-        width=rgb.shape[1], height=rgb.shape[0], faces=faces, matches=matches, timings_ms=timings
+        width=decoded.width, height=decoded.height, faces=faces, matches=matches, timings_ms=timings
+    )
+
+
+def scaled_box(box: Box, decoded: Decoded) -> Box:
+    """``box`` (in the decoded pixels) in the original image's pixels."""
+    s = decoded.scale
+    return Box(
+        top=max(0, round(box.top * s)),
+        right=min(decoded.width, round(box.right * s)),
+        bottom=min(decoded.height, round(box.bottom * s)),
+        left=max(0, round(box.left * s)),
     )
 
 

@@ -7,7 +7,7 @@ import os
 from pydantic import Field, field_validator
 
 from common.settings import ServiceSettings
-from recognizer.core import DetectionConfig
+from recognizer.core import MAX_PIXELS, DetectionConfig
 from recognizer.gallery import AGGREGATIONS, DEFAULT_ANN_THRESHOLD, default_rule
 from schemas.events import MatchRule
 
@@ -33,7 +33,17 @@ class RecognizerSettings(ServiceSettings):
     )
     detection_max_side: int = Field(default=1024, ge=64)
     detection_upsample: int = Field(default=1, ge=0, le=3)
-    max_pixels: int = Field(default=50_000_000, ge=1)
+    max_pixels: int = Field(
+        default=MAX_PIXELS,
+        ge=1,
+        description="Declared pixel count above which an image is refused undecoded; sized to the"
+        " 1 GiB memory limit (see recognizer.core.MAX_PIXELS).",
+    )
+    max_decoded_pixels: int = Field(
+        default=DetectionConfig.max_decoded_pixels,
+        ge=1_000_000,
+        description="Larger images are decoded reduced to this many pixels (JPEG in the decoder).",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9101, description="/metrics, /healthz, /readyz of the worker pool.")
 
@@ -54,4 +64,5 @@ class RecognizerSettings(ServiceSettings):
             upsample=self.detection_upsample,
             detection_max_side=self.detection_max_side,
             max_pixels=self.max_pixels,
+            max_decoded_pixels=self.max_decoded_pixels,
         )

@@ -8,7 +8,7 @@ from typing import Annotated
 from confluent_kafka import KafkaException
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from api.dead_letters import replay_dead_letters
+from api.dead_letters import ReplayInProgress, replay_dead_letters, replay_lock
 from api.deps import PoolDep, SettingsDep
 from api.models import DeadLetterReplayPublic
 from common.auth import KeyCreate, KeyCreated, KeyPublic, create_key, list_keys, require, revoke_key
@@ -19,15 +19,26 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require("ad
 
 @router.post("/dead-letters/replay", status_code=status.HTTP_202_ACCEPTED)
 async def replay(
-    settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
+    settings: SettingsDep, pool: PoolDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
 ) -> DeadLetterReplayPublic:
-    """Resubmit dead-lettered images (as a new run) after a fix; 503 if the broker is down.
+    """Resubmit dead-lettered images (as a new run) after a fix; 503 if the broker is down
+    or does not acknowledge them (then nothing of this call counts as replayed), 409 while
+    another replay runs.
 
     Each dead letter is replayed once: the next call continues after the last one
-    replayed. Parked messages that are not images (unparseable events) are skipped.
+    replayed. A call stops after ``DEAD_LETTER_REPLAY_DEADLINE_S`` seconds; call again for
+    the rest. Parked messages that are not images (unparseable events) are skipped.
     """
     try:
-        result = await asyncio.to_thread(replay_dead_letters, settings.librdkafka(), limit)
+        async with replay_lock(pool):
+            result = await asyncio.to_thread(
+                replay_dead_letters,
+                settings.librdkafka(),
+                limit,
+                deadline_s=settings.dead_letter_replay_deadline_s,
+            )
+    except ReplayInProgress as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except KafkaException as exc:
         raise BrokerUnavailable(f"the event broker did not answer ({exc}); retry later") from exc
     return DeadLetterReplayPublic(replayed=result.replayed, skipped=result.skipped)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, UploadFile, status
 
 from api import queries
 from api.deps import EncoderDep, PoolDep, PublisherDep, SettingsDep
-from api.enrollment import FaceFound, NoFace, Rejected, scan_photo
+from api.enrollment import EncoderCrashed, FaceFound, NoFace, Rejected
 from api.models import (
     FaceEnrollmentPublic,
     ImagesPublic,
@@ -156,9 +156,12 @@ async def enroll_face(
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE, f"the photo is larger than {settings.enroll_max_bytes} bytes"
         )
-    scan = await asyncio.get_running_loop().run_in_executor(
-        encoder, scan_photo, data, settings.enroll_num_jitters
-    )
+    try:
+        scan = await encoder.scan(data, settings.enroll_num_jitters)
+    except EncoderCrashed:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "not a usable image: encoding it crashed the worker twice"
+        ) from None
     if isinstance(scan, Rejected):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a usable image ({scan.reason}): {scan.detail}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,7 +28,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.deps import get_publisher, get_settings
+from api.deps import get_encoder, get_publisher, get_settings
+from api.enrollment import EnrollmentPool, ScanResult
 from api.settings import ApiSettings
 from common.kafka import AsyncProducer, watermarks
 from common.publisher import Publisher
@@ -492,6 +495,55 @@ async def test_enroll_photo_without_a_face_is_422(client, enrolled_person, faces
     assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
 
 
+async def test_a_dead_enrollment_worker_is_replaced_and_readiness_says_so_until_then(
+    app, client, enrolled_person, faces_dir: Path
+):
+    """A worker killed (as the kernel kills one out of memory) broke the pool for good:
+    every later enrollment answered 500 while /readyz stayed green."""
+    encoder = app.state.resources.encoder
+    photo = (faces_dir / "sample/examples/obama.jpg").read_bytes()
+    first = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("a.jpg", photo)})
+    assert first.status_code == 201, first.text
+    [pid] = encoder.pids()
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    ready = await client.get("/readyz")
+    while ready.status_code == 200 and time.monotonic() < deadline:  # until the pool sees the death
+        await asyncio.sleep(0.05)
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["enrollment"] is False
+
+    again = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("b.jpg", photo)})
+    assert again.status_code == 201, again.text
+    assert encoder.pids()
+    assert pid not in encoder.pids()
+    assert (await client.get("/readyz")).json()["checks"]["enrollment"] is True
+
+
+def _killed(_data: bytes, _num_jitters: int) -> ScanResult:
+    """Stands in for a photo that crashes dlib: the worker dies as the kernel's OOM killer ends it."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+async def test_a_photo_that_kills_the_worker_twice_is_422_and_the_pool_still_works(
+    app, client, enrolled_person
+):
+    crashing = EnrollmentPool(task=_killed)
+    app.dependency_overrides[get_encoder] = lambda: crashing
+    try:
+        r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("x.jpg", b"anything")})
+    finally:
+        del app.dependency_overrides[get_encoder]
+        crashing_works = crashing.works()
+        await asyncio.to_thread(crashing.shutdown)
+    assert r.status_code == 422
+    assert r.json() == {"detail": "not a usable image: encoding it crashed the worker twice"}
+    assert crashing_works  # replaced after the second crash too
+
+
 async def test_enroll_not_an_image_is_422_with_the_reason(client, enrolled_person):
     r = await client.post(
         f"/v1/people/{enrolled_person}/faces", files={"file": ("notes.jpg", b"just some text", "image/jpeg")}
@@ -647,7 +699,7 @@ async def test_health_readiness_and_metrics(client):
 
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"database": True, "kafka": True}}
+    assert ready.json() == {"ready": True, "checks": {"database": True, "kafka": True, "enrollment": True}}
 
     await client.get(f"/v1/images/{uuid.uuid4()}")
     metrics = await client.get("/metrics")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from recognizer.core import DetectionConfig, find_faces, largest_face, load_image, recognize
+from recognizer.core import DetectionConfig, decode_image, find_faces, largest_face, load_image, recognize
 from recognizer.errors import ImageRejected
 from recognizer.gallery import Gallery, default_rule
 from schemas.events import FailureReason, Outcome
 
 CFG = DetectionConfig()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _png(mode: str, size: tuple[int, int] = (32, 24)) -> bytes:
@@ -126,3 +129,72 @@ def test_recognize_names_an_enrolled_person_and_leaves_strangers_unknown(faces_d
     nobody = recognize((faces_dir / "extras/no_face/dlib_horses.jpg").read_bytes(), gallery, rule, CFG)
     assert nobody.outcome == Outcome.NO_FACE
     assert set(both.timings_ms) == {"decode", "detect", "encode", "match"}
+
+
+# --------------------------------------------------------------------------- memory bounds
+
+_PEAK = """
+import resource, sys
+from pathlib import Path
+from recognizer.core import DetectionConfig, recognize
+from recognizer.gallery import Gallery, default_rule
+small, big = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes()
+recognize(small, Gallery(), default_rule(), DetectionConfig())  # dlib, its models, numpy: loaded
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = recognize(big, Gallery(), default_rule(), DetectionConfig())
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after - before, result.width, result.height)
+"""
+
+
+def test_a_huge_mostly_uniform_png_is_recognized_within_the_memory_budget(
+    faces_dir: Path, tmp_path: Path
+) -> None:
+    """The 7,070 x 7,070 RGBA PNG of the issue (212 KB) peaked 1.2 GiB inside recognize()."""
+    big = Image.new("RGBA", (7070, 7070), (255, 255, 255, 255))
+    big.paste((0, 0, 0, 255), (100, 100, 400, 400))
+    big.save(tmp_path / "big.png")
+    del big
+    assert (tmp_path / "big.png").stat().st_size < 300_000
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEAK,
+            str(faces_dir / "sample/examples/obama.jpg"),
+            str(tmp_path / "big.png"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    growth_kib, width, height = map(int, done.stdout.split())
+    # The worker's share of the 1 GiB limit for one image (see recognizer.core.MAX_PIXELS).
+    assert growth_kib < 512 * 1024, f"recognize() grew by {growth_kib // 1024} MiB"
+    assert (width, height) == (7070, 7070)
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_its_boxes_are_in_original_pixels(faces_dir: Path) -> None:
+    photo = Image.open(faces_dir / "sample/examples/obama.jpg")
+    buf = io.BytesIO()
+    photo.resize((photo.width * 4, photo.height * 4)).save(buf, "JPEG", quality=90)  # 16.6 MP
+    small = recognize((faces_dir / "sample/examples/obama.jpg").read_bytes(), Gallery(), default_rule(), CFG)
+    cfg = DetectionConfig(max_decoded_pixels=2_000_000)
+    decoded = load_image(buf.getvalue(), max_decoded_pixels=cfg.max_decoded_pixels)
+    assert decoded.shape[0] * decoded.shape[1] <= 2_000_000
+    big = recognize(buf.getvalue(), Gallery(), default_rule(), cfg)
+    assert (big.width, big.height) == (photo.width * 4, photo.height * 4)
+    assert len(big.faces) == len(small.faces) == 1
+    for side in ("top", "right", "bottom", "left"):
+        assert abs(getattr(big.faces[0].box, side) - 4 * getattr(small.faces[0].box, side)) < 40
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "1", "I;16", "LA"])
+def test_every_pixel_mode_can_be_reduced(mode: str) -> None:
+    decoded = decode_image(_png(mode, (400, 300)), max_decoded_pixels=10_000)
+    assert decoded.rgb.shape[0] * decoded.rgb.shape[1] <= 10_000
+    assert decoded.rgb.shape[2] == 3
+    assert (decoded.width, decoded.height) == (400, 300)
+    assert decoded.scale == 400 / decoded.rgb.shape[1]
