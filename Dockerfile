@@ -13,6 +13,8 @@ RUN useradd --uid 10001 --create-home facestream
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY schemas ./schemas
+# common/ carries the schema migrations (common/migrations) that `python -m common.migrate`
+# applies: the compose service and the Kubernetes Job `migrate` run this image.
 COPY common ./common
 COPY ingest ./ingest
 COPY stream ./stream

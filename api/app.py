@@ -1,9 +1,10 @@
 """The results API's composition root: :func:`create_app` wires settings, clients and routes.
 
 Nothing connects at import time. The lifespan creates the topics if missing, the
-database pool (which applies the schema), the publisher and the process pool that
-encodes enrollment photos, and closes them in reverse order on shutdown. Start-up fails
-(and the process exits) if the broker or the database does not answer.
+database pool, the publisher and the process pool that encodes enrollment photos, and
+closes them in reverse order on shutdown. Start-up fails (and the process exits) if the
+broker or the database does not answer, or if the schema lacks a migration this code
+ships (common.db.require_schema: run ``python -m common.migrate``).
 """
 
 from __future__ import annotations

@@ -2,19 +2,20 @@
 
 Every ``ImageDeadLettered`` that carries its recognition request becomes a new run of
 that image on ``images.submitted`` (so it shows as pending again and goes through the
-whole pipeline); parked messages without a request (unparseable events) cannot be
-replayed and are only counted. The consumer group ``facestream-dead-letter-replay``
-commits what was replayed, and only once the broker acknowledged every republished
-image, so the next call starts where this one stopped and no letter is lost. One replay
-runs at a time (:func:`replay_lock`, a PostgreSQL advisory lock shared by every API
-replica): two at once would republish the same letters.
+whole pipeline). Parked messages without a request (unparseable events) cannot be
+replayed and are only counted; so are letters of images erased since (``is_erased``):
+replaying them would put an erased image back on the broker. The consumer group
+``facestream-dead-letter-replay`` commits what was replayed, and only once the broker
+acknowledged every republished image, so the next call starts where this one stopped
+and no letter is lost. One replay runs at a time (:func:`replay_lock`, a PostgreSQL
+advisory lock shared by every API replica): two at once would republish the same letters.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -55,13 +56,23 @@ async def replay_lock(pool: asyncpg.Pool) -> AsyncIterator[None]:
 class Replay:
     replayed: int
     skipped: int
+    erased: int = 0
+
+
+def never_erased(_image_id: str) -> bool:
+    return False
 
 
 def replay_dead_letters(
-    conf: dict[str, Any], limit: int, timeout: float = 30.0, deadline_s: float = 60.0
+    conf: dict[str, Any],
+    limit: int,
+    timeout: float = 30.0,
+    deadline_s: float = 60.0,
+    is_erased: Callable[[str], bool] = never_erased,
 ) -> Replay:
     """Replay up to ``limit`` dead letters parked before now, for at most ``deadline_s``
-    seconds of reading (then it stops early; the next call continues).
+    seconds of reading (then it stops early; the next call continues). A letter whose image
+    ``is_erased`` is passed over (counted in ``erased``), never republished.
 
     Letters already deleted by retention are passed over (reading starts at each
     partition's oldest letter still kept). Raises KafkaException when the broker does not
@@ -85,7 +96,7 @@ def replay_dead_letters(
         if err is not None:
             failures.append(err)
 
-    replayed = skipped = 0
+    replayed = skipped = erased = 0
     try:
         meta = consumer.list_topics(topics.DEAD_LETTER, timeout=timeout).topics[topics.DEAD_LETTER]
         marks = {
@@ -98,7 +109,7 @@ def replay_dead_letters(
         pending = {p for p, end in ends.items() if positions[p] < end}
         consumer.assign([TopicPartition(topics.DEAD_LETTER, p, positions[p]) for p in pending])
         done: list[TopicPartition] = []
-        while pending and replayed + skipped < limit and time.monotonic() < stop_at:
+        while pending and replayed + skipped + erased < limit and time.monotonic() < stop_at:
             msg = consumer.poll(max(0.0, min(1.0, stop_at - time.monotonic())))
             if msg is None:
                 continue
@@ -114,6 +125,8 @@ def replay_dead_letters(
             request = _request_of(msg.value())
             if request is None:
                 skipped += 1
+            elif is_erased(request.image.image_id):
+                erased += 1
             else:
                 again = request.image.model_copy(update={"run": request.image.run + 1})
                 producer.produce(
@@ -134,7 +147,7 @@ def replay_dead_letters(
             consumer.commit(offsets=done, asynchronous=False)
     finally:
         consumer.close()
-    return Replay(replayed=replayed, skipped=skipped)
+    return Replay(replayed=replayed, skipped=skipped, erased=erased)
 
 
 def _request_of(raw: bytes | None) -> RecognitionRequested | None:

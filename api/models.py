@@ -101,6 +101,9 @@ class ImageErasedPublic(_Public):
 class DeadLetterReplayPublic(_Public):
     replayed: int = Field(description="Dead-lettered images resubmitted as a new run.")
     skipped: int = Field(description="Parked messages that carry no image (not replayable).")
+    erased: int = Field(
+        default=0, description="Dead-lettered images erased since: passed over, never resubmitted."
+    )
 
 
 class RerunPublic(_Public):

@@ -1,4 +1,4 @@
-"""Reads and writes of the read model (``common/schema.sql``) that the API needs.
+"""Reads and writes of the read model (``common/migrations``) that the API needs.
 
 Every function takes the pool or a connection and returns API models or plain rows;
 none of them publishes anything. Database errors propagate (a 500: the request was fine).

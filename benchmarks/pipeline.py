@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 from common.kafka import ensure_topics, producer_config
+from common.migrate import apply_migrations
 from recognizer.core import DetectionConfig, FoundFace, find_faces, largest_face, load_image, recognize
 from recognizer.gallery import Gallery, default_rule
 from schemas import codec, lifecycle, topics
@@ -185,10 +186,9 @@ def stack() -> Iterator[tuple[str, str]]:
     try:
         _script("postgres.sh", "start", _PG_ENV)
         try:
-            yield (
-                f"127.0.0.1:{KAFKA_PORT}",
-                f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream",
-            )
+            database_url = f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
+            apply_migrations(database_url)  # as make up does: the services run no DDL
+            yield (f"127.0.0.1:{KAFKA_PORT}", database_url)
         finally:
             _script("postgres.sh", "stop", _PG_ENV)
     finally:

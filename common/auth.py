@@ -48,13 +48,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar, get_args
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from prometheus_client import Counter
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.db import DATABASE_UNAVAILABLE
@@ -72,13 +72,43 @@ AUTH_FAILURES = Counter(
 RATE_LIMITED = Counter("facestream_rate_limited_total", "Requests refused with 429.", ["service"])
 
 
-class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+#: The shortest bootstrap admin key production accepts (``secrets.token_urlsafe(32)`` has 43).
+ADMIN_KEY_MIN_LENGTH = 32
+#: Marks of a key written as an example rather than made at random (lower case): the
+#: committed development keys carry them, and so do the usual stand-ins.
+PLACEHOLDER_MARKS = (
+    *("not-secret", "notsecret", "not_secret", "changeme", "change-me", "change_me", "example"),
+    *("placeholder", "dev-admin-key", "test-admin-key", "password", "replace-me", "your-key"),
+)
 
+
+def admin_key_problem(key: str) -> str | None:
+    """Why ``key`` is unfit to be production's bootstrap admin key, or None. (Never says
+    the key itself: the answer goes to logs.)"""
+    if len(key) < ADMIN_KEY_MIN_LENGTH:
+        return f"shorter than {ADMIN_KEY_MIN_LENGTH} characters"
+    lowered = key.lower()
+    if mark := next((m for m in PLACEHOLDER_MARKS if m in lowered), None):
+        return f"a placeholder (it contains {mark!r})"
+    if len(set(key)) < 10:  # "aaaa...", "1234123412..."
+        return "not random (fewer than 10 different characters)"
+    return None
+
+
+class AuthSettings(BaseSettings):
+    # hide_input_in_errors: a refused ADMIN_API_KEY must not be printed in the error.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production (deploy/k8s/overlays/prod sets it) refuses at start-up an ADMIN_API_KEY "
+        "that is short or a known placeholder.",
+    )
     admin_api_key: SecretStr | None = Field(
         default=None,
         description="Bootstrap admin key (from a secret), used to create the first keys. "
-        "Unset: only keys stored in the database are accepted.",
+        "Unset: only keys stored in the database are accepted. In production at least "
+        f"{ADMIN_KEY_MIN_LENGTH} random characters.",
     )
     auth_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a verified key is trusted before it is looked up again."
@@ -109,6 +139,19 @@ class AuthSettings(BaseSettings):
         description="How long a key lookup may wait for a pooled connection, and then for its query; "
         "past it the key is unverifiable (503, or the AUTH_STALE_OK_S grace).",
     )
+
+    @model_validator(mode="after")
+    def _admin_key_fit_for_production(self) -> Self:
+        """In production a weak bootstrap admin key stops the service at start-up: it opens
+        everything, so a committed example or a short word must never reach a real deployment."""
+        key = self.admin_api_key
+        problem = admin_key_problem(key.get_secret_value()) if key is not None else None
+        if self.environment == "production" and problem is not None:
+            raise ValueError(
+                f"ADMIN_API_KEY is {problem}, which ENVIRONMENT=production refuses; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- keys

@@ -44,10 +44,30 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
         )
 
 
+#: The first key of the two-key advisory locks that serialise writes to one image with
+#: its erasure (that key space does not overlap the single-key locks used elsewhere).
+IMAGE_LOCK_SPACE = 0x6673
+
+
+async def lock_image(conn: Any, image_id: uuid.UUID | str) -> bool:
+    """Serialise this transaction's writes to the image with any erasure of it, and say
+    whether it was erased. Call it inside a transaction, before writing the image's rows.
+
+    Without the lock an upsert that checked "not erased" just before an erasure committed
+    would write the row again after it (the erasure deleted a row that was not there yet).
+    The check is a statement of its own, after the lock: under READ COMMITTED it then sees
+    an erasure that committed while this transaction waited.
+    """
+    lock = "SELECT pg_advisory_xact_lock($1, hashtext($2::text))"
+    await conn.execute(lock, IMAGE_LOCK_SPACE, str(image_id))
+    return bool(await conn.fetchval("SELECT true FROM erased_images WHERE id = $1::uuid", str(image_id)))
+
+
 async def erase_image(conn: Any, image_id: uuid.UUID | str) -> bool:
     """Delete the image, its stored bytes and its faces, and remember that it was erased
     so that a redelivered event cannot bring it back. Returns whether it existed."""
     async with conn.transaction():
+        await lock_image(conn, image_id)
         await conn.execute("INSERT INTO erased_images (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", image_id)
         deleted = await conn.fetchval("DELETE FROM images WHERE id = $1 RETURNING true", image_id)
         await conn.execute("DELETE FROM retries WHERE image_id = $1", image_id)  # they carry its bytes

@@ -6,11 +6,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from common.errors import BrokerUnavailable
 from schemas.topics import TOPICS, Topic
@@ -20,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeout: float = 30.0) -> None:
     """Create any missing topic with its partitions and config; an existing topic with
-    fewer partitions than declared is grown to the declared count (never shrunk).
+    fewer partitions than declared is grown to the declared count (never shrunk), and
+    its declared config (retention above all) is set where the broker's differs.
 
     Raises :class:`BrokerUnavailable` if the broker does not answer within ``timeout``.
     """
@@ -31,6 +39,7 @@ def ensure_topics(conf: dict[str, Any], topics: Iterable[Topic] = TOPICS, timeou
         raise BrokerUnavailable(str(exc)) from exc
     topics = list(topics)
     _grow_partitions(admin, [t for t in topics if t.name in existing], timeout)
+    _align_configs(admin, [t for t in topics if t.name in existing], timeout)
     missing = [t for t in topics if t.name not in existing]
     if not missing:
         return
@@ -74,6 +83,51 @@ def _grow_partitions(admin: AdminClient, declared: list[Topic], timeout: float) 
             if exc.args[0].code() != KafkaError.INVALID_PARTITIONS:  # another service did it first
                 raise
     _wait_for_leaders(admin, [p.topic for p in grow], timeout)
+
+
+def _align_configs(admin: AdminClient, declared: list[Topic], timeout: float) -> None:
+    """Set each declared config entry an existing topic has with another value.
+
+    A topic created by an older release keeps its config: without this, shortening a
+    retention (the dead letters' from 30 days to 7) would never reach a running cluster.
+    Only declared keys are touched; anything else an operator set stays. A principal not
+    allowed to read or change topic configs (least privilege: an operator applies them)
+    logs a warning and goes on.
+    """
+    if not declared:
+        return
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t.name) for t in declared]
+    try:
+        current = {
+            res.name: fut.result(timeout=timeout) for res, fut in admin.describe_configs(resources).items()
+        }
+    except KafkaException as exc:
+        log.warning("could not read the topics' configs (%s); leaving them as they are", exc)
+        return
+    changes = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            t.name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in drift.items()
+            ],
+        )
+        for t in declared
+        if (drift := config_drift(t.config, {k: e.value for k, e in current.get(t.name, {}).items()}))
+    ]
+    if not changes:
+        return
+    for res, fut in admin.incremental_alter_configs(changes).items():
+        try:
+            fut.result(timeout=timeout)
+            log.info("set the declared config of topic %s", res.name)
+        except KafkaException as exc:
+            log.warning("could not set the declared config of topic %s (%s)", res.name, exc)
+
+
+def config_drift(declared: Mapping[str, str], actual: Mapping[str, str | None]) -> dict[str, str]:
+    """The declared entries whose value the broker does not have."""
+    return {k: v for k, v in declared.items() if actual.get(k) != v}
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:

@@ -283,12 +283,13 @@ def process_request(
     except Exception as exc:
         log.exception("recognition of %s failed", image.image_id)
         return fail(ev.FailureReason.INTERNAL_ERROR, repr(exc)[:500], retryable=True)
+    # No person_name: a result names people by id only, so that erasing a person (the
+    # gallery and the read model) leaves no name behind in images.results.
     faces = [
         ev.FaceMatch(
             index=i,
             box=f.box,
             person_id=m.person_id,
-            person_name=m.person_name,
             distance=m.distance,
             second_distance=m.second_distance,
         )

@@ -82,7 +82,11 @@ class FaceMatch(_Data):
     index: int = Field(ge=0, description="Position of the face in the image's result (left to right).")
     box: Box
     person_id: str | None = None
-    person_name: str | None = None
+    person_name: str | None = Field(
+        default=None,
+        description="Deprecated, no longer sent: people are named only in the gallery and the "
+        "read model, so that an erasure leaves no name in the results topic. Ignored when read.",
+    )
     distance: float | None = Field(default=None, description="Distance to the matched (or nearest) person.")
     second_distance: float | None = Field(default=None, description="Distance to the second-nearest person.")
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DAY_MS = 24 * 3600 * 1000
+#: How long any images.* topic keeps a message (image bytes included): the longest an
+#: erased image or result can survive in a Kafka log.
+RETENTION_DAYS = 7
+#: The gallery's segments roll and are compacted within this: how long a value a
+#: tombstone replaced (an erased person's name, a face's encoding) stays on disk.
+GALLERY_COMPACTION_MS = 3600 * 1000
 #: Largest message a topic accepts; image events carry the image inline (see ingest).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -34,15 +40,29 @@ TOPICS: tuple[Topic, ...] = (
     # The recognizers are one consumer group on images.submitted (first attempts) and
     # images.recognize (retries): the partition count caps how many recognizer processes
     # can work at once. Each image's bytes cross the broker once per run.
-    Topic(SUBMITTED, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    Topic(RECOGNIZE, 32, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    Topic(FAILURES, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    Topic(RETRY, 12, {"retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **_big}),
-    Topic(RESULTS, 12, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"}),
-    Topic(DEAD_LETTER, 4, {"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(SUBMITTED, 32, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(RECOGNIZE, 32, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(FAILURES, 12, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
+    Topic(RETRY, 12, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
+    # Results name no one (people are named only in the gallery and the read model), and
+    # like every images.* topic they expire after RETENTION_DAYS: what an erasure cannot
+    # delete from a log is gone from it within that time (README, "What is kept where").
+    Topic(RESULTS, 12, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete"}),
+    Topic(DEAD_LETTER, 4, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
     # One partition keeps every gallery change in one order; compaction keeps the latest
     # value per key (a person, a face) forever, so a new replica loads it from offset 0.
-    Topic(GALLERY, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}),
+    # Short segments and a compaction deadline: an erased person's name and encodings
+    # leave the broker's disk within hours, not whenever a day-long segment fills.
+    Topic(
+        GALLERY,
+        1,
+        {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": "0",
+            "max.compaction.lag.ms": str(GALLERY_COMPACTION_MS),
+            "segment.ms": str(GALLERY_COMPACTION_MS),
+        },
+    ),
 )
 
 BY_NAME = {t.name: t for t in TOPICS}

@@ -10,10 +10,17 @@
 # FACESTREAM_RUN_DIR (<repo>/.run: logs, data, pid), FACESTREAM_CACHE (~/.cache/facestream:
 # the downloaded jars, shared by every checkout on this machine), PYTHON (<repo>/.venv/bin/python).
 #
-# Optional authenticated listener: KAFKA_SASL_SSL_PORT adds SASL_SSL (TLS + SASL/PLAIN) on
-# that port, with KAFKA_TLS_KEYSTORE (a PEM file: certificate chain, then an unencrypted
-# PKCS#8 private key) and one user, KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD. The
-# PLAINTEXT listener stays on loopback for the broker's own use and the readiness check.
+# Optional authenticated listener: KAFKA_SASL_SSL_PORT adds SASL_SSL (TLS + SASL/PLAIN or
+# SCRAM-SHA-512) on that port, with KAFKA_TLS_KEYSTORE (a PEM file: certificate chain, then
+# an unencrypted PKCS#8 private key) and one PLAIN user, KAFKA_SASL_USERNAME /
+# KAFKA_SASL_PASSWORD. SCRAM users are added at run time (AdminClient
+# alter_user_scram_credentials). The PLAINTEXT listener stays on loopback for the
+# broker's own use and the readiness check.
+#
+# KAFKA_AUTHORIZER=1 (with KAFKA_SASL_SSL_PORT) turns on ACLs: KRaft's StandardAuthorizer,
+# nothing allowed without an ACL, and two super users: the PLAIN user above (the
+# administrator, who applies ACLs: python -m common.kafka_access apply) and ANONYMOUS,
+# the principal of the loopback PLAINTEXT and controller listeners (the broker itself).
 set -euo pipefail
 
 cmd=${1:-start}
@@ -85,10 +92,19 @@ PROPS
       : "${KAFKA_SASL_USERNAME:?KAFKA_SASL_SSL_PORT needs KAFKA_SASL_USERNAME}"
       : "${KAFKA_SASL_PASSWORD:?KAFKA_SASL_SSL_PORT needs KAFKA_SASL_PASSWORD}"
       cat >> "$dir/server.properties" <<PROPS
-sasl.enabled.mechanisms=PLAIN
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${KAFKA_SASL_USERNAME}="${KAFKA_SASL_PASSWORD}";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_KEYSTORE
+PROPS
+    fi
+    if [ "${KAFKA_AUTHORIZER:-0}" = 1 ]; then
+      [ -n "$sasl_port" ] || { log "KAFKA_AUTHORIZER=1 needs KAFKA_SASL_SSL_PORT (a listener with users)"; exit 2; }
+      cat >> "$dir/server.properties" <<PROPS
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS;User:${KAFKA_SASL_USERNAME}
 PROPS
     fi
     cat > "$dir/log4j2.properties" <<'L4J'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a real PostgreSQL server from the machine's Debian package, on loopback, on a data
-# directory of its own, with database/user/password "facestream".
+# directory of its own, with database/user/password "facestream" (the schema's owner, with
+# CREATEROLE; scripts/up.sh applies the migrations).
 #
 #   scripts/postgres.sh start   # idempotent; returns once the database accepts a query
 #   scripts/postgres.sh stop
@@ -64,6 +65,9 @@ SQL
       -c 'CREATE DATABASE facestream OWNER facestream' >/dev/null 2>&1 || true
   fi
   ready || { log "not answering; see $dir/server.log"; exit 1; }
+  # The owner creates the services' group roles (common/migrations/0001_roles.sql) and
+  # their login users (python -m common.migrate); also on a cluster made before that.
+  as_owner "$bin/psql" -h "$dir" -p "$port" -U postgres -d postgres -q -c 'ALTER ROLE facestream CREATEROLE' >/dev/null
   log "ready: postgresql://facestream:facestream@127.0.0.1:$port/facestream"
 }
 

@@ -5,7 +5,8 @@
 #
 # Environment: WORKERS (recognizer processes; default: the core count), IMAGES_ROOT
 # (folder of the legacy path endpoints; default ../shared/datasets/faces if present),
-# KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead,
+# KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL to use an existing broker / database instead
+# (DATABASE_URL: the schema owner's; `python -m common.migrate` runs as it first),
 # ADMIN_API_KEY (the bootstrap admin key; default: one generated into .run/admin-key),
 # RESULTS_BASE_URL (the results API's public URL, in ingest's result_url; default :8001 here).
 set -euo pipefail
@@ -30,6 +31,25 @@ if [ -z "${IMAGES_ROOT:-}" ] && [ -d "$root/../shared/datasets/faces" ]; then
   IMAGES_ROOT=$(cd "$root/../shared/datasets/faces" && pwd); export IMAGES_ROOT
 fi
 .venv/bin/python -c 'from common.kafka import ensure_topics; from common.settings import ServiceSettings as S; ensure_topics(S().librdkafka())'
+# The schema migrations, once, before any service starts (the services run no DDL and
+# refuse to start on a schema that lacks a migration they ship), as DATABASE_URL's user,
+# the schema owner. It also creates a login user for each service, in the service's group
+# role (least privilege: ingest cannot write api_keys), with a password made once and
+# kept in .run/db-users (mode 600); each service below logs in as its own.
+export DATABASE_URL=${DATABASE_URL:-postgresql://facestream:facestream@127.0.0.1:5432/facestream}
+if [ ! -s "$run/db-users" ]; then
+  (umask 077 && .venv/bin/python - >"$run/db-users" <<'PY'
+import os, secrets
+from common.migrate import SERVICE_ROLES, with_credentials
+for service in SERVICE_ROLES:
+    url = with_credentials(os.environ["DATABASE_URL"], f"{service}_service", secrets.token_urlsafe(24))
+    print(f"export {service.upper()}_DATABASE_URL='{url}'")
+PY
+  )
+fi
+# shellcheck source=/dev/null
+source "$run/db-users"
+.venv/bin/python -m common.migrate
 
 start() {  # name, health url, command...
   local name=$1 url=$2; shift 2
@@ -51,10 +71,10 @@ wait_ready() {  # name, url
   echo "[up] $1 not ready after 180 s; see $run/logs/$1.log" >&2; return 1
 }
 
-start stream http://127.0.0.1:6066/readyz .venv/bin/python -m stream
+start stream http://127.0.0.1:6066/readyz env DATABASE_URL="$STREAM_DATABASE_URL" .venv/bin/python -m stream
 start recognizer http://127.0.0.1:9101/readyz .venv/bin/python -m recognizer --workers "$WORKERS"
-start ingest http://127.0.0.1:8000/readyz .venv/bin/python -m ingest
-start api http://127.0.0.1:8001/readyz .venv/bin/python -m api
+start ingest http://127.0.0.1:8000/readyz env DATABASE_URL="$INGEST_DATABASE_URL" .venv/bin/python -m ingest
+start api http://127.0.0.1:8001/readyz env DATABASE_URL="$API_DATABASE_URL" .venv/bin/python -m api
 wait_ready ingest http://127.0.0.1:8000/readyz
 wait_ready api http://127.0.0.1:8001/readyz
 wait_ready stream http://127.0.0.1:6066/readyz

@@ -37,7 +37,7 @@ from common import erasure
 from common.errors import BrokerUnavailable
 from common.publisher import Publisher
 from schemas import codec, topics
-from stream import handlers, metrics, reconciler, retries
+from stream import gallery_purge, handlers, metrics, reconciler, retries
 from stream.database import Database
 from stream.delivery import Executor, incoming, settle
 from stream.effects import Incoming, Plan
@@ -152,6 +152,12 @@ def add_timers(app: faust.App, w: Worker) -> None:
         """Send the retries that are due to the recognizers (stream.retries)."""
         await guarded("send_due_retries", w.db.run(partial(retries.release_due, send=partial(send_retry, w))))
 
+    @app.timer(interval=s.retry_poll_s)  # type: ignore[untyped-decorator]
+    async def purge_gallery_keys() -> None:
+        """Tombstone gallery keys that outlived an erasure (stream.gallery_purge)."""
+        release = partial(gallery_purge.release, send=partial(send_tombstone, w))
+        await guarded("purge_gallery_keys", w.db.run(release))
+
     @app.timer(interval=s.reconcile_interval_s)  # type: ignore[untyped-decorator]
     async def reconcile() -> None:
         """Re-dispatch images pending too long (stream.reconciler)."""
@@ -189,6 +195,11 @@ async def guarded(name: str, work: Coroutine[Any, Any, object]) -> None:
 async def send_retry(w: Worker, image_id: str, request: bytes) -> None:
     await w.publisher.publish(topics.RECOGNIZE, request, image_id)
     metrics.DISPATCHED.labels("retry").inc()
+
+
+async def send_tombstone(w: Worker, key: str) -> None:
+    await w.publisher.publish(topics.GALLERY, None, key)
+    metrics.GALLERY_KEYS_PURGED.inc()
 
 
 async def reconcile_once(w: Worker) -> None:

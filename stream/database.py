@@ -5,6 +5,9 @@ Failure contract of :meth:`Database.run`:
 - the database is unreachable (:data:`common.db.DATABASE_UNAVAILABLE`): the circuit
   opens and the caller waits, without limit, until a probe finds it back: an outage is
   nobody's event's fault, and nothing behind the waiting event could be stored either;
+- the schema lacks migrations this code ships (:class:`common.db.SchemaBehind`, checked
+  when the pool opens): the same wait, logged as an error naming the command to run,
+  and the worker is not ready meanwhile (it starts before, or during, the migration job);
 - a transient refusal (deadlock, serialization failure, read-only after a failover, a
   statement timeout, a lock timeout, the server out of resources): retried with a
   growing delay (capped), also without limit;
@@ -23,7 +26,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from common.circuit import CircuitBreaker
-from common.db import DATABASE_UNAVAILABLE, create_pool
+from common.db import DATABASE_UNAVAILABLE, SchemaBehind, create_pool
 from common.errors import FacestreamError
 from stream import metrics
 
@@ -73,6 +76,11 @@ class Database:
                 self.breaker.record_failure()
                 metrics.PROJECTOR_DB_ERRORS.labels("unavailable").inc()
                 log.warning("database unavailable (%s); next try in %.1fs", exc, self.breaker.retry_in())
+                continue
+            except SchemaBehind as exc:
+                self.available = False
+                self.breaker.record_failure()
+                log.error("%s Next try in %.1fs.", exc, self.breaker.retry_in())
                 continue
             except TRANSIENT as exc:
                 refusals += 1

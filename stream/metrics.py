@@ -62,6 +62,10 @@ REDISPATCHED = Counter(
     "facestream_reconciler_redispatched_total",
     "Images found pending too long and sent to the recognizers again (each means something was lost).",
 )
+GALLERY_KEYS_PURGED = Counter(
+    "facestream_gallery_keys_purged_total",
+    "Gallery tombstones the stream published for keys that outlived an erasure (an enrollment raced it).",
+)
 PENDING_OLDEST = Gauge(
     "facestream_images_pending_oldest_seconds", "Seconds since the oldest pending image was last touched."
 )

@@ -13,9 +13,11 @@ from datetime import datetime
 
 import asyncpg
 
-from common.erasure import erase_person
+from common.erasure import erase_person, lock_image
 from schemas import events as ev
 from schemas.lifecycle import Status, reason_of, status_of
+from schemas.topics import face_key, person_key
+from stream import gallery_purge
 
 
 async def image_submitted(
@@ -31,7 +33,7 @@ async def image_submitted(
     ``partition`` and ``offset`` say where the submission lies on ``images.submitted``
     (the reconciler compares them with the recognizers' committed offsets)."""
     async with conn.transaction():
-        if await _erased(conn, e.image_id):
+        if await lock_image(conn, e.image_id):
             return
         await conn.execute(
             """
@@ -86,7 +88,7 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
     unknown (a result in flight during an erasure must not bring the name back).
     """
     async with conn.transaction():
-        if await _erased(conn, e.image_id):
+        if await lock_image(conn, e.image_id):
             return False
         e = await _without_erased_people(conn, e)
         status = status_of(e.outcome).value
@@ -135,10 +137,7 @@ async def _without_erased_people(conn: asyncpg.Connection, e: ev.FacesRecognized
     erased = {str(r["id"]) for r in rows}
     if not erased:
         return e
-    faces = [
-        f.model_copy(update={"person_id": None, "person_name": None}) if f.person_id in erased else f
-        for f in e.faces
-    ]
+    faces = [f.model_copy(update={"person_id": None}) if f.person_id in erased else f for f in e.faces]
     e = e.model_copy(update={"faces": faces})
     if not any(f.person_id for f in e.faces):
         e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
@@ -146,13 +145,17 @@ async def _without_erased_people(conn: asyncpg.Connection, e: ev.FacesRecognized
 
 
 async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
-    """Replace the image's faces with those of ``e`` (its run is the newest)."""
+    """Replace the image's faces with those of ``e`` (its run is the newest).
+
+    A face's name is not stored: the API reads it from ``people``, so a rename shows
+    everywhere and an erasure leaves none behind (older events' ``person_name`` is ignored).
+    """
     await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
     if e.faces:
         await conn.executemany(
             """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
-                                  person_id, person_name, distance, second_distance)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                                  person_id, distance, second_distance)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
             [
                 (
                     e.image_id,
@@ -163,7 +166,6 @@ async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
                     f.box.bottom,
                     f.box.left,
                     f.person_id,
-                    f.person_name,
                     f.distance,
                     f.second_distance,
                 )
@@ -175,7 +177,7 @@ async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
 async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
     """Store the failure and its reason. Returns False if a newer run is stored."""
     async with conn.transaction():
-        if await _erased(conn, e.image_id):
+        if await lock_image(conn, e.image_id):
             return False
         applied = await conn.fetchval(
             """
@@ -202,17 +204,32 @@ async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
 
 
 async def person_enrolled(conn: asyncpg.Connection, e: ev.PersonEnrolled) -> None:
-    await conn.execute(
-        """INSERT INTO people (id, name, created_at) VALUES ($1, $2, $3)
-           ON CONFLICT (id) DO UPDATE SET name = excluded.name""",
-        e.person_id,
-        e.name,
-        e.enrolled_at,
-    )
+    """Store or rename the person; one erased is not re-created but queued for a tombstone."""
+    async with conn.transaction():
+        if await _person_erased(conn, e.person_id):
+            await gallery_purge.queue(conn, [person_key(e.person_id)])
+            return
+        await conn.execute(
+            """INSERT INTO people (id, name, created_at) VALUES ($1, $2, $3)
+               ON CONFLICT (id) DO UPDATE SET name = excluded.name""",
+            e.person_id,
+            e.name,
+            e.enrolled_at,
+        )
 
 
 async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
+    """Store the enrolled face, and note that its key is on the gallery topic. A face of an
+    erased person (an enrollment that raced the erasure) is queued for a tombstone instead."""
     async with conn.transaction():
+        if await _person_erased(conn, e.person_id):
+            await gallery_purge.queue(conn, [face_key(e.person_id, e.face_id)])
+            return
+        await conn.execute(
+            "INSERT INTO gallery_faces (face_id, person_id) VALUES ($1, $2) ON CONFLICT (face_id) DO NOTHING",
+            e.face_id,
+            e.person_id,
+        )
         # The person's own event comes first on the one gallery partition; this guards
         # against a gallery written by another client without it.
         await conn.execute(
@@ -234,13 +251,22 @@ async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
 
 async def gallery_tombstone(conn: asyncpg.Connection, key: str) -> None:
     """A deleted gallery key: the person (their faces, and their name in every result) or
-    one enrolled face is gone."""
+    one enrolled face is gone.
+
+    A person's faces still on the gallery topic then (their tombstones were not published:
+    an enrollment raced the erasure) are queued for tombstones (:mod:`stream.gallery_purge`).
+    """
     kind, _, rest = key.partition(":")
-    if kind == "person":
-        await erase_person(conn, rest)
-    elif kind == "face":
-        await conn.execute("DELETE FROM person_faces WHERE id = $1", rest.partition(":")[2])
+    async with conn.transaction():
+        await conn.execute("DELETE FROM gallery_purge WHERE key = $1", key)
+        if kind == "person":
+            await erase_person(conn, rest)
+            await gallery_purge.queue_faces_of(conn, rest)
+        elif kind == "face":
+            face_id = rest.partition(":")[2]
+            await conn.execute("DELETE FROM gallery_faces WHERE face_id = $1", face_id)
+            await conn.execute("DELETE FROM person_faces WHERE id = $1", face_id)
 
 
-async def _erased(conn: asyncpg.Connection, image_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM erased_images WHERE id = $1", image_id))
+async def _person_erased(conn: asyncpg.Connection, person_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM erased_people WHERE id = $1", person_id))

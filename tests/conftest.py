@@ -7,6 +7,10 @@ Where do the broker and database come from, in this order:
    test ports (19092, 15432), and stop them at the end of the session
    (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run; a service that was
    already running is left running).
+
+Either way the schema migrations are applied once, when the session first needs the
+database (``python -m common.migrate`` does the same for ``make up``); the services
+never run DDL.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from common.migrate import apply_migrations
 from tests.platform import Platform, start_platform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,20 +118,31 @@ def kafka_bootstrap() -> Iterator[str]:
         _script("kafka.sh", "stop", env)
 
 
+def _migrated(url: str) -> str:
+    """``url``, once its database has every migration (the schema owner's URL)."""
+    apply_migrations(url)
+    return url
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
+    """The schema owner's URL; the platform's services log in as their own roles."""
     if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+        yield _migrated(os.environ["DATABASE_URL"])
         return
     if _docker_answers():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:15", driver=None) as pg:
-            yield pg.get_connection_url()
+            yield _migrated(pg.get_connection_url())
         return
     env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off", "PG_DIR": str(PG_DIR)}
     started = _start("postgres.sh", env, PG_DIR, PG_PORT)
-    yield f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream"
+    if not started and (PG_DIR / "data").is_dir():
+        # A kept cluster, maybe made before the owner needed CREATEROLE (for the services'
+        # roles): `start` is idempotent on a running cluster and grants it.
+        _script("postgres.sh", "start", env)
+    yield _migrated(f"postgresql://facestream:facestream@127.0.0.1:{PG_PORT}/facestream")
     if started and not _keep():
         _script("postgres.sh", "stop", env)
 

@@ -1,7 +1,9 @@
 """Runs the whole platform (every service, as its own process) for integration/e2e tests.
 
 The services are started exactly as ``make up`` starts them (``python -m <service>``),
-on test ports, against the session's broker and database.
+on test ports, against the session's broker and database. Each service that uses the
+database logs in as a user of its own, a member of its group role (common/migrations/
+0001_roles.sql), so every test through the platform exercises the grants.
 """
 
 from __future__ import annotations
@@ -11,11 +13,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from common.kafka import watermarks
+from common.migrate import SERVICE_ROLES, provision_logins, with_credentials
+from schemas import topics
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".run" / "test" / "logs"
@@ -31,6 +40,9 @@ class Platform:
     stream_url: str
     recognizer_url: str
     env: dict[str, str]
+    #: service (module) -> what its environment adds to ``env`` (its own DATABASE_URL);
+    #: a second replica (``start("ingest-b", module="ingest")``) gets its module's
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, BinaryIO] = field(default_factory=dict)
     started_with: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
@@ -53,7 +65,7 @@ class Platform:
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module or name, *args],
             cwd=ROOT,
-            env={**self.env, **(env or {})},
+            env={**self.env, **self.service_env.get(module or name, {}), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -97,6 +109,134 @@ def wait_ready(name: str, url: str, proc: subprocess.Popen[bytes], timeout: floa
     raise RuntimeError(f"{name} not ready at {url} within {timeout}s; see {LOGS / (name + '.log')}")
 
 
+def until(what: str, check: Callable[[], bool], timeout: float = 120, every: float = 0.2) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(every)
+
+
+def _offsets_consumer(kafka: str, group: str | None = None) -> Consumer:
+    """A consumer that never joins a group: it reads offsets (of ``group``, if named)."""
+    return Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": group or f"facestream-test-offsets-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+
+
+def topic_end(kafka: str, topic: str) -> int:
+    """The sum of ``topic``'s end offsets: how many messages it has ever been given."""
+    consumer = _offsets_consumer(kafka)
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(watermarks(consumer, TopicPartition(topic, p))[1] for p in parts)
+    finally:
+        consumer.close()
+
+
+def wait_committed(kafka: str, group: str, past: dict[tuple[str, int], int], timeout: float = 120) -> None:
+    """Wait until consumer group ``group`` has committed past each ``(topic, partition)``
+    offset in ``past``: it has consumed and finished those messages."""
+    consumer = _offsets_consumer(kafka, group)
+    try:
+        wanted = [TopicPartition(t, p) for t, p in past]
+
+        def committed() -> bool:
+            got = consumer.committed(wanted, timeout=10)
+            return all(tp.offset > past[(tp.topic, tp.partition)] for tp in got)
+
+        until(f"{group} commits past {sorted(past.items())}", committed, timeout, every=0.5)
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Delivered:
+    """A message read back by :func:`messages`."""
+
+    partition: int
+    offset: int
+    value: bytes
+
+
+def messages(kafka: str, topic: str, ids: Collection[str]) -> list[Delivered]:
+    """Every message keyed by one of ``ids`` on ``topic``, read to the topic's end."""
+    wanted = set(ids)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"facestream-test-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    found: list[Delivered] = []
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: watermarks(consumer, TopicPartition(topic, p)) for p in parts}
+        unread = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in unread])
+        deadline = time.monotonic() + 120
+        while unread:
+            assert time.monotonic() < deadline, f"{topic} not read to its end"
+            msg = consumer.poll(1)
+            if msg is None:
+                continue
+            partition, offset, err = msg.partition() or 0, msg.offset() or 0, msg.error()
+            if err is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
+                if offset >= ends[partition][1]:
+                    unread.discard(partition)
+                continue
+            if offset + 1 >= ends[partition][1]:
+                unread.discard(partition)
+            if (msg.key() or b"").decode() in wanted:
+                found.append(Delivered(partition, offset, msg.value() or b""))
+    finally:
+        consumer.close()
+    return found
+
+
+def wait_gallery_applied(platform: Platform, timeout: float = 60) -> None:
+    """Wait until every recognizer worker has applied the gallery topic up to its present
+    end (the ``facestream_recognizer_gallery_version`` each worker exports)."""
+    kafka = platform.env["KAFKA_BOOTSTRAP_SERVERS"]
+    consumer = _offsets_consumer(kafka)
+    try:
+        end = watermarks(consumer, TopicPartition(topics.GALLERY, 0))[1]
+    finally:
+        consumer.close()
+    workers = int(platform.env.get("WORKERS", "1"))
+
+    def applied() -> bool:
+        text = httpx.get(f"{platform.recognizer_url}/metrics", timeout=10).text
+        versions = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("facestream_recognizer_gallery_version{")
+        ]
+        return len(versions) >= workers and all(v >= end for v in versions)
+
+    until(f"every recognizer applies the gallery up to offset {end}", applied, timeout)
+
+
+#: Each service's login user in the test database (password = user name; test only).
+ROLE_USERS = {service: f"facestream_test_{service}" for service in SERVICE_ROLES}
+
+
+def role_urls(database_url: str) -> dict[str, str]:
+    """service -> a DATABASE_URL of its own login user, in its group role (created or
+    updated here, with the schema owner's ``database_url``)."""
+    urls = {s: with_credentials(database_url, user, user) for s, user in ROLE_USERS.items()}
+    provision_logins(database_url, urls)
+    return urls
+
+
 #: Ports of ingest, api, stream and recognizer when the tests run them.
 TEST_PORTS = (18000 + PORT_OFFSET, 18001 + PORT_OFFSET, 16066 + PORT_OFFSET, 19101 + PORT_OFFSET)
 
@@ -109,8 +249,14 @@ def start_platform(
     ports: tuple[int, int, int, int] = TEST_PORTS,
     env: dict[str, str] | None = None,
     log_dir: Path = LOGS,
+    as_roles: bool = os.environ.get("FACESTREAM_TEST_AS_OWNER") != "1",
 ) -> Platform:
-    """Start stream, recognizer, ingest and api (in that order) and wait until each is ready."""
+    """Start stream, recognizer, ingest and api (in that order) and wait until each is ready.
+
+    ``database_url`` is the schema owner's; with ``as_roles`` (the default; not with
+    FACESTREAM_TEST_AS_OWNER=1) each service logs in as its own role's user
+    (:func:`role_urls`), as deployments run them.
+    """
     ingest, api, stream, recognizer = ports
     full_env = {
         **os.environ,
@@ -135,6 +281,7 @@ def start_platform(
         stream_url=f"http://127.0.0.1:{stream}",
         recognizer_url=f"http://127.0.0.1:{recognizer}",
         env=full_env,
+        service_env={s: {"DATABASE_URL": u} for s, u in role_urls(database_url).items()} if as_roles else {},
         log_dir=log_dir,
     )
     try:

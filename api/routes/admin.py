@@ -27,8 +27,15 @@ async def replay(
 
     Each dead letter is replayed once: the next call continues after the last one
     replayed. A call stops after ``DEAD_LETTER_REPLAY_DEADLINE_S`` seconds; call again for
-    the rest. Parked messages that are not images (unparseable events) are skipped.
+    the rest. Parked messages that are not images (unparseable events) are skipped, and
+    images erased since they were parked are passed over (``erased``), never resubmitted.
     """
+    loop = asyncio.get_running_loop()
+
+    def is_erased(image_id: str) -> bool:  # called on the replay's thread
+        check = pool.fetchval("SELECT EXISTS (SELECT 1 FROM erased_images WHERE id = $1::uuid)", image_id)
+        return bool(asyncio.run_coroutine_threadsafe(check, loop).result(timeout=30))
+
     try:
         async with replay_lock(pool):
             result = await asyncio.to_thread(
@@ -36,12 +43,13 @@ async def replay(
                 settings.librdkafka(),
                 limit,
                 deadline_s=settings.dead_letter_replay_deadline_s,
+                is_erased=is_erased,
             )
     except ReplayInProgress as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except KafkaException as exc:
         raise BrokerUnavailable(f"the event broker did not answer ({exc}); retry later") from exc
-    return DeadLetterReplayPublic(replayed=result.replayed, skipped=result.skipped)
+    return DeadLetterReplayPublic(replayed=result.replayed, skipped=result.skipped, erased=result.erased)
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)

@@ -73,9 +73,12 @@ async def create_person(body: PersonCreate, pool: PoolDep, publisher: PublisherD
     """Enroll a person and publish ``PersonEnrolled`` to the gallery.
 
     503 if the broker does not acknowledge (nothing is stored). With ``id``: a retry
-    returns the stored person; 409 if that id already names someone else.
+    returns the stored person; 409 if that id already names someone else or was erased.
     """
     person_id = body.id or uuid.uuid4()
+    if body.id is not None and await pool.fetchval("SELECT true FROM erased_people WHERE id = $1", body.id):
+        # The projector would tombstone the new person at once (an erased id never returns).
+        raise HTTPException(status.HTTP_409_CONFLICT, f"person {person_id} was erased; its id is not reused")
     async with pool.acquire() as conn, conn.transaction():
         # A concurrent request with the same id waits here until the first one commits.
         row = await conn.fetchrow(
@@ -111,9 +114,13 @@ async def delete_person(person_id: uuid.UUID, pool: PoolDep, publisher: Publishe
     face_ids = [
         r["id"] for r in await pool.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
     ]
-    keys = [face_key(str(person_id), str(f)) for f in face_ids] + [person_key(str(person_id))]
+    faces = [face_key(str(person_id), str(f)) for f in face_ids]
     try:
-        await asyncio.gather(*(publisher.publish(GALLERY, None, k) for k in keys))
+        # Faces first: once the projector reads the person's tombstone it queues one for
+        # every face still on the gallery (stream.gallery_purge), so the faces' own must
+        # come before it, or each would be published twice.
+        await asyncio.gather(*(publisher.publish(GALLERY, None, k) for k in faces))
+        await publisher.publish(GALLERY, None, person_key(str(person_id)))
     except BrokerUnavailable as exc:
         raise BrokerUnavailable(f"the erasure was not acknowledged: {exc}", exc.retry_after) from exc
     async with pool.acquire() as conn:

@@ -38,6 +38,17 @@ COMPOSE = ROOT / "docker-compose.yml"
 FACESTREAM_IMAGE = "facestream"
 #: Services that check API keys, and so need the bootstrap admin key.
 WITH_ADMIN_KEY = {"ingest", "api"}
+#: Settings that are secrets: each must come from the environment, required, never a
+#: committed value or a default (``${NAME:?message}``).
+SECRETS = {
+    "ingest": ["ADMIN_API_KEY"],
+    "api": ["ADMIN_API_KEY"],
+    "postgres": ["POSTGRES_PASSWORD"],
+    "grafana": ["GF_SECURITY_ADMIN_PASSWORD"],
+}
+#: ``${NAME}``, ``${NAME:-default}``, ``${NAME:?message}`` and the like (compose interpolation).
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?+])([^}]*))?\}")
+MIGRATE_COMMAND = ["python", "-m", "common.migrate"]
 
 Compose = dict[str, Any]
 
@@ -71,6 +82,31 @@ def env(service: Compose) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in raw.items()}
 
 
+def interpolated(value: str) -> str:
+    """``value`` as compose would use it with each variable set to ``<NAME>`` (a stand-in
+    without URL delimiters, so the result parses as a URL)."""
+    return VARIABLE.sub(lambda m: m.group(1).lower(), value)
+
+
+def required_secret(value: str) -> bool:
+    """Whether ``value`` is exactly one required variable (``${NAME:?message}``): compose
+    refuses to start without it, and no committed stand-in exists."""
+    found = VARIABLE.fullmatch(value)
+    return found is not None and found.group(2) in (":?", "?")
+
+
+def env_url(values: dict[str, str], key: str) -> tuple[str, Any]:
+    """A URL setting: as written, and parsed after interpolation."""
+    raw = values.get(key, "")
+    return raw, urlsplit(interpolated(raw))
+
+
+def url_password(raw: str) -> str:
+    """The password part of a URL as written (it may be a variable with a message)."""
+    userinfo = raw.split("://", 1)[-1].rpartition("@")[0]
+    return userinfo.partition(":")[2]
+
+
 def depends_on(service: Compose) -> dict[str, Compose]:
     raw = service.get("depends_on", {})
     return {name: {} for name in raw} if isinstance(raw, list) else dict(raw)
@@ -86,6 +122,20 @@ def published(service: Compose) -> list[tuple[int, int]]:
         else:
             parts = str(port).split(":")
             out.append((int(parts[-2]) if len(parts) > 1 else int(parts[-1]), int(parts[-1])))
+    return out
+
+
+def published_on(service: Compose) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each published port; "" = every address."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            target = int(port["target"])
+            out.append((str(port.get("host_ip", "")), int(port.get("published") or target), target))
+        else:
+            parts = str(port).split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            out.append((host_ip, int(parts[-2]) if len(parts) > 1 else int(parts[-1]), int(parts[-1])))
     return out
 
 
@@ -181,6 +231,12 @@ def reference_problems(doc: Compose) -> list[str]:
     problems = []
     services = doc["services"]
     for name, service in services.items():
+        for host_ip, *_ in published_on(service):
+            if host_ip != "127.0.0.1":
+                problems.append(f"{name}: publishes a port on {host_ip or 'every interface'}, not 127.0.0.1")
+        for key in SECRETS.get(name, []):
+            if not required_secret(env(service).get(key, "")):
+                problems.append(f"{name}: {key} is not a required variable (${{{key}:?...}})")
         for other, condition in depends_on(service).items():
             if other not in services:
                 problems.append(f"{name}: depends on {other}, which is no service")
@@ -200,6 +256,20 @@ def settings_problems(doc: Compose) -> list[str]:
     problems = []
     services = doc["services"]
     postgres = env(services["postgres"])
+    migrate = services.get("migrate", {})
+    if migrate.get("command") != MIGRATE_COMMAND or migrate.get("restart") != "no":
+        problems.append("migrate: no one-shot service runs python -m common.migrate")
+    if depends_on(migrate).get("postgres", {}).get("condition") != "service_healthy":
+        problems.append("migrate: does not wait for PostgreSQL")
+    owner_raw, owner = env_url(env(migrate), "DATABASE_URL")
+    if (owner.hostname, owner.port, owner.username, owner.path.lstrip("/")) != (
+        "postgres",
+        5432,
+        postgres.get("POSTGRES_USER"),
+        postgres.get("POSTGRES_DB"),
+    ) or url_password(owner_raw) != postgres.get("POSTGRES_PASSWORD"):
+        problems.append("migrate: DATABASE_URL is not the postgres service's owner")
+    users: dict[str, str] = {}
     for name, spec in SERVICES.items():
         if name not in services:
             problems.append(f"{name}: missing")
@@ -232,17 +302,22 @@ def settings_problems(doc: Compose) -> list[str]:
         if ("DATABASE_URL" in values) != spec.needs_db:
             problems.append(f"{name}: DATABASE_URL {'missing' if spec.needs_db else 'given needlessly'}")
         if "DATABASE_URL" in values:
-            db = urlsplit(values["DATABASE_URL"])
-            if (db.hostname, db.port, db.username, db.password, db.path.lstrip("/")) != (
-                "postgres",
-                5432,
-                postgres.get("POSTGRES_USER"),
-                postgres.get("POSTGRES_PASSWORD"),
-                postgres.get("POSTGRES_DB"),
-            ):
+            raw, db = env_url(values, "DATABASE_URL")
+            if (db.hostname, db.port, db.path.lstrip("/")) != ("postgres", 5432, postgres.get("POSTGRES_DB")):
                 problems.append(f"{name}: DATABASE_URL does not match the postgres service")
+            if db.username in (None, postgres.get("POSTGRES_USER")) or db.username in users.values():
+                problems.append(f"{name}: does not log in as a database user of its own ({db.username})")
+            users[name] = db.username or ""
+            if not required_secret(url_password(raw)):
+                problems.append(f"{name}: its database password is not a required variable")
+            if env(migrate).get(f"{name.upper()}_DATABASE_URL") != raw:
+                problems.append(
+                    f"{name}: migrate does not create its login user ({name.upper()}_DATABASE_URL)"
+                )
             if "postgres" not in waits:
                 problems.append(f"{name}: starts without waiting for PostgreSQL")
+            if waits.get("migrate", {}).get("condition") != "service_completed_successfully":
+                problems.append(f"{name}: may start before the migrations are applied")
         if ("ADMIN_API_KEY" in values) != (name in WITH_ADMIN_KEY):
             problems.append(f"{name}: ADMIN_API_KEY {'missing' if name in WITH_ADMIN_KEY else 'needless'}")
     recognizer = env(services.get("recognizer", {}))
@@ -400,6 +475,18 @@ def _grafana_unprovisioned(doc: Compose) -> None:
     doc["services"]["grafana"]["volumes"] = ["grafana-data:/var/lib/grafana"]
 
 
+def _published_everywhere(doc: Compose) -> None:
+    doc["services"]["grafana"]["ports"] = ["3000:3000"]
+
+
+def _no_migrate_wait(doc: Compose) -> None:
+    doc["services"]["stream"]["depends_on"].pop("migrate")
+
+
+def _migrate_restarts(doc: Compose) -> None:
+    doc["services"]["migrate"].pop("restart")
+
+
 def _kafka_log_dirs_in_tmp(doc: Compose) -> None:
     doc["services"]["kafka"]["environment"].pop("KAFKA_LOG_DIRS")
 
@@ -422,6 +509,31 @@ BREAKAGES: list[tuple[str, Callable[[Compose], None], str]] = [
         "settings",
     ),
     ("no-admin-key", _set_env("api", "ADMIN_API_KEY", None), "settings"),
+    ("literal-admin-key", _set_env("ingest", "ADMIN_API_KEY", "dev-admin-key-not-secret"), "references"),
+    ("defaulted-admin-key", _set_env("api", "ADMIN_API_KEY", "${ADMIN_API_KEY:-dev-key}"), "references"),
+    ("literal-db-password", _set_env("postgres", "POSTGRES_PASSWORD", "facestream"), "references"),
+    ("literal-grafana-password", _set_env("grafana", "GF_SECURITY_ADMIN_PASSWORD", "admin"), "references"),
+    ("published-everywhere", _published_everywhere, "references"),
+    (
+        "service-as-owner",
+        _set_env(
+            "stream",
+            "DATABASE_URL",
+            "postgresql://facestream:${POSTGRES_PASSWORD:?x}@postgres:5432/facestream",
+        ),
+        "settings",
+    ),
+    (
+        "shared-login",
+        _set_env(
+            "api",
+            "DATABASE_URL",
+            "postgresql://ingest_service:${INGEST_DB_PASSWORD:?x}@postgres:5432/facestream",
+        ),
+        "settings",
+    ),
+    ("no-migrate-wait", _no_migrate_wait, "settings"),
+    ("migrate-restarts", _migrate_restarts, "settings"),
     ("other-group", _set_env("recognizer", "RECOGNIZER_GROUP_ID", "another-group"), "settings"),
     ("faust-datadir-in-app", _set_env("stream", "F_DATADIR", None), "settings"),
     ("published-wrong-port", _published_wrong_port, "settings"),

@@ -359,14 +359,22 @@ def custom_resource_problems(r: Rendered) -> list[str]:
 
 
 def namespace_problems(r: Rendered) -> list[str]:
-    """Everything in the overlay's namespace (KafkaTopics in Kafka's), which enforces the
-    restricted Pod Security Standard."""
+    """Everything in the overlay's namespace (KafkaTopics, KafkaUsers and the Secrets the
+    KafkaUsers read in Kafka's), which enforces the restricted Pod Security Standard."""
     problems = []
     home = NAMESPACE[r.overlay]
+    passwords = {
+        u["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]["name"]
+        for u in r.of("KafkaUser")
+        if "password" in u["spec"].get("authentication", {})
+    }
     for doc in r.docs:
         if doc["kind"] == "Namespace":
             continue
-        want = KAFKA_NAMESPACE if doc["kind"] == "KafkaTopic" else home
+        kafkas = doc["kind"] in ("KafkaTopic", "KafkaUser") or (
+            doc["kind"] == "Secret" and name_of(doc) in passwords
+        )
+        want = KAFKA_NAMESPACE if kafkas else home
         if doc["metadata"].get("namespace") != want:
             problems.append(f"{ref(doc)}: in namespace {doc['metadata'].get('namespace')}, not {want}")
     labels = r.get("Namespace", home)["metadata"].get("labels", {})
@@ -411,7 +419,7 @@ def reference_problems(r: Rendered) -> list[str]:
             problems.append(f"{where}: {kind} {name} has no key {key}")
 
     accounts = {name_of(a) for a in r.of("ServiceAccount")}
-    for w in r.workloads():
+    for w in r.workloads() + r.of("Job"):  # the migration Job too
         spec = pod_spec(w)
         if spec.get("serviceAccountName", "default") not in accounts | {"default"}:
             problems.append(f"{ref(w)}: no ServiceAccount {spec['serviceAccountName']}")
@@ -497,7 +505,7 @@ def hardening_problems(r: Rendered) -> list[str]:
     """Non-root, no privilege escalation, no capabilities, seccomp, read-only root, resources,
     no API token, no Docker-link variables; facestream pods run as the image's user."""
     problems = []
-    for w in r.workloads():
+    for w in r.workloads() + r.of("Job"):  # the migration Job too
         spec = pod_spec(w)
         if spec.get("automountServiceAccountToken") is not False:
             problems.append(f"{ref(w)}: mounts a service account token")
@@ -819,6 +827,73 @@ def network_problems(r: Rendered) -> list[str]:
     return problems
 
 
+def _secret_ref(container: Manifest, variable: str) -> tuple[str, str] | None:
+    """(Secret, key) that ``variable`` of ``container`` comes from, if a Secret."""
+    for e in container.get("env", []):
+        ref_ = e.get("valueFrom", {}).get("secretKeyRef")
+        if e["name"] == variable and ref_ is not None:
+            return ref_["name"], ref_["key"]
+    return None
+
+
+def migration_problems(r: Rendered) -> list[str]:
+    """One Job applies the migrations (python -m common.migrate) as the schema owner, a
+    Secret no service reads; each service that uses the database logs in with a Secret of
+    its own, whose URL the Job is given to create that login user; the Job runs as the
+    image's user and may reach PostgreSQL."""
+    problems: list[str] = []
+    jobs = [j for j in r.of("Job") if name_of(j) == "migrate"]
+    if len(jobs) != 1:
+        return [f"{len(jobs)} Jobs named migrate"]
+    job = jobs[0]
+    [c] = pod_spec(job)["containers"]
+    if c.get("command") != ["python", "-m", "common.migrate"]:
+        problems.append(f"{ref(job)}: command is {c.get('command')}, not python -m common.migrate")
+    if not c["image"].split("@")[0].rsplit(":", 1)[0].endswith("facestream"):
+        problems.append(f"{ref(job)}: image {c['image']} is not facestream's")
+    security = pod_spec(job).get("securityContext", {})
+    if security.get("runAsUser") != APP_UID or not security.get("runAsNonRoot"):
+        problems.append(f"{ref(job)}: does not run as the image's user {APP_UID}")
+    if pod_spec(job).get("restartPolicy") not in ("Never", "OnFailure"):
+        problems.append(f"{ref(job)}: restartPolicy must be Never or OnFailure")
+    owner = _secret_ref(c, "DATABASE_URL")
+    if owner is None:
+        problems.append(f"{ref(job)}: DATABASE_URL (the schema owner) comes from no Secret")
+    used: dict[tuple[str, str] | None, str] = {}
+    for service, deployment, container in facestream(r):
+        if not service.needs_db:
+            continue
+        own = _secret_ref(container, "DATABASE_URL")
+        if own is None or own == owner or own[0] == (owner or ("", ""))[0]:
+            problems.append(f"{ref(deployment)}: logs in as the schema owner, not as a user of its own")
+        if own in used:
+            problems.append(f"{ref(deployment)}: shares its database user with {used[own]}")
+        used[own] = service.name
+        if _secret_ref(c, f"{service.name.upper()}_DATABASE_URL") != own:
+            problems.append(
+                f"{ref(job)}: {service.name.upper()}_DATABASE_URL is not {service.name}'s own, "
+                "so its login user is not created"
+            )
+    labels = pod_labels(job)
+    egress = {p.get("port") for rule in _rules(r, labels, "egress") for p in rule.get("ports", [])}
+    if 5432 not in egress:
+        problems.append(f"{ref(job)}: may not reach PostgreSQL (5432)")
+    postgres = [w for w in r.of("StatefulSet") if name_of(w) == "postgres"]
+    if postgres and not any(
+        _admits(rule, "ingress", labels, 5432) for rule in _rules(r, pod_labels(postgres[0]), "ingress")
+    ):
+        problems.append(f"StatefulSet/postgres: does not admit {ref(job)}")
+    return problems
+
+
+def production_mode_problems(r: Rendered) -> list[str]:
+    """prod runs the services in production mode (a weak ADMIN_API_KEY stops them at
+    start-up, common/auth.py); dev does not (its admin key is a committed stand-in)."""
+    mode = r.config().get("ENVIRONMENT", "development")
+    wanted = "production" if r.overlay == "prod" else "development"
+    return [] if mode == wanted else [f"{r.overlay}: ENVIRONMENT={mode}, not {wanted}"]
+
+
 def topic_problems(r: Rendered) -> list[str]:
     """prod: one KafkaTopic per topic of schemas/topics.py, with its partitions and config."""
     problems = []
@@ -895,6 +970,14 @@ def test_network_policies(rendered: Rendered) -> None:
     assert network_problems(rendered) == []
 
 
+def test_migrations(rendered: Rendered) -> None:
+    assert migration_problems(rendered) == []
+
+
+def test_production_mode(rendered: Rendered) -> None:
+    assert production_mode_problems(rendered) == []
+
+
 def test_prod_spreads_replicas(prod: Rendered) -> None:
     assert spread_problems(prod) == []
 
@@ -953,11 +1036,11 @@ def _wrong_secret_key(r: Rendered) -> None:
 
 def _unhashed_trigger_secret(r: Rendered) -> None:
     auth = r.get("TriggerAuthentication", "recognizer-kafka")
-    auth["spec"]["secretTargetRef"][0]["name"] = "facestream-kafka"
+    auth["spec"]["secretTargetRef"][0]["name"] = "facestream-kafka-recognizer"
 
 
 def _key_no_variable(r: Rendered) -> None:
-    secret = next(d for d in r.of("Secret") if "KAFKA_SASL_PASSWORD" in d["data"])
+    secret = next(d for d in r.of("Secret") if name_of(d).startswith("facestream-kafka-ingest-"))
     secret["data"]["kafka.password"] = secret["data"].pop("KAFKA_SASL_PASSWORD")
 
 
@@ -1056,6 +1139,41 @@ def _recognizer_reaches_postgres(r: Rendered) -> None:
     policy["spec"]["podSelector"]["matchExpressions"][0]["values"].append("recognizer")
 
 
+def _job_container(r: Rendered) -> Manifest:
+    container: Manifest = pod_spec(r.get("Job", "migrate"))["containers"][0]
+    return container
+
+
+def _ingest_as_owner(r: Rendered) -> None:
+    owner = _secret_ref(_job_container(r), "DATABASE_URL")
+    assert owner is not None
+    for e in _container(r, "ingest")["env"]:
+        if e["name"] == "DATABASE_URL":
+            e["valueFrom"]["secretKeyRef"]["name"] = owner[0]
+
+
+def _no_stream_login(r: Rendered) -> None:
+    env = _job_container(r)["env"]
+    env[:] = [e for e in env if e["name"] != "STREAM_DATABASE_URL"]
+
+
+def _job_as_root(r: Rendered) -> None:
+    pod_spec(r.get("Job", "migrate"))["securityContext"]["runAsUser"] = 0
+
+
+def _job_writable_root(r: Rendered) -> None:
+    _job_container(r)["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _job_cut_off_from_postgres(r: Rendered) -> None:
+    policy = r.get("NetworkPolicy", "postgres-clients-egress")
+    policy["spec"]["podSelector"]["matchExpressions"][0]["values"].remove("migrate")
+
+
+def _dev_mode_in_prod(r: Rendered) -> None:
+    r.get("ConfigMap", r.config_name())["data"].pop("ENVIRONMENT")
+
+
 def _egress_anywhere(r: Rendered) -> None:
     del r.get("NetworkPolicy", "kafka-clients-egress")["spec"]["egress"][0]["to"]
 
@@ -1118,6 +1236,12 @@ BREAKAGES: list[tuple[str, str, Callable[[Rendered], None], Callable[[Rendered],
     ("postgres-refuses-stream", "dev", _postgres_refuses_stream, network_problems),
     ("no-default-deny", "prod", _no_default_deny, network_problems),
     ("fewer-partitions", "prod", _fewer_partitions, topic_problems),
+    ("ingest-as-schema-owner", "prod", _ingest_as_owner, migration_problems),
+    ("no-stream-login", "dev", _no_stream_login, migration_problems),
+    ("job-as-root", "prod", _job_as_root, migration_problems),
+    ("job-cut-off-from-postgres", "prod", _job_cut_off_from_postgres, migration_problems),
+    ("job-writable-root", "dev", _job_writable_root, hardening_problems),
+    ("dev-mode-in-prod", "prod", _dev_mode_in_prod, production_mode_problems),
     ("topic-namespace", "prod", _topic_in_the_app_namespace, namespace_problems),
 ]
 

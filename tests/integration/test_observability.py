@@ -47,7 +47,7 @@ from tests.deploy.test_prometheus_rules import (
     variables,
 )
 from tests.e2e.test_lfw import enroll, submit, wait_final
-from tests.platform import LOGS, Platform
+from tests.platform import LOGS, Platform, wait_gallery_applied
 
 #: The recognizers' group whose lag the stream exports (StreamSettings.recognizer_group_id).
 RECOGNIZER_GROUP: str = StreamSettings.model_fields["recognizer_group_id"].default
@@ -184,7 +184,7 @@ def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Traf
         httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         enroll(api, person, photos[0])
-        time.sleep(2)  # let every recognizer apply the new gallery entry
+        wait_gallery_applied(platform)
         ids = submit(ingest, [*photos[1:3], sorted(strangers)[0], no_face])
         refused = ingest.post("/v1/images", files=[("files", ("notes.jpg", b"not an image at all"))])
         assert refused.status_code == 415, refused.text

@@ -22,12 +22,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from schemas import codec, topics
 from schemas import events as ev
+from stream.settings import StreamSettings
 from tests.e2e.test_lfw import submit, wait_final
-from tests.platform import Platform
+from tests.platform import Platform, messages, topic_end, until, wait_committed
 
 pytestmark = pytest.mark.integration
 
@@ -144,13 +145,22 @@ def test_redelivered_results_change_nothing(
         before = wait_final(api, [image_id])[image_id]
         rows_before = asyncio.run(_face_rows(database_url, image_id))
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        past: dict[tuple[str, int], int] = {}
+
+        def note(err: KafkaError | None, msg: Message) -> None:
+            assert err is None, err
+            where = (msg.topic() or "", msg.partition() or 0)
+            past[where] = max(past.get(where, -1), msg.offset() or 0)
+
         for value in (result, result):  # the same result, redelivered twice more
-            producer.produce("images.results", key=image_id, value=json.dumps(value))
+            producer.produce("images.results", key=image_id, value=json.dumps(value), on_delivery=note)
         assert producer.flush(30) == 0
-        marker = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/obama.jpg").read_bytes())
-        wait_final(api, [marker])  # the projector has moved past the duplicates
-        time.sleep(1)
+        # the projector has handled both copies: the stream committed past them
+        wait_committed(kafka_bootstrap, StreamSettings().stream_app_id, past)
         after = api.get(f"/v1/images/{image_id}").json()
+    # applied again, not parked: a projector that cannot re-apply a result dead-letters it
+    parked = messages(kafka_bootstrap, topics.DEAD_LETTER, [image_id])
+    assert not parked, f"{len(parked)} redelivered results were dead-lettered, not applied again"
     rows_after = asyncio.run(_face_rows(database_url, image_id))
     assert len(rows_after) == len(rows_before) == 2
     assert [dict(r) for r in rows_after] == [dict(r) for r in rows_before]
@@ -207,7 +217,9 @@ def _worker_pids(supervisor_pid: int) -> list[int]:
     return pids
 
 
-def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_dir: Path) -> None:
+def test_a_recognizer_killed_mid_image_loses_nothing(
+    platform: Platform, kafka_bootstrap: str, faces_dir: Path
+) -> None:
     photos = sorted((faces_dir / "lfw-dev/known").glob("A*/*_0001.jpg"))[:16]
     pids = _worker_pids(platform.procs["recognizer"].pid)
     assert pids, "no recognizer worker processes found"
@@ -215,8 +227,11 @@ def test_a_recognizer_killed_mid_image_loses_nothing(platform: Platform, faces_d
         httpx.Client(headers=platform.headers, base_url=platform.ingest_url) as ingest,
         httpx.Client(headers=platform.headers, base_url=platform.api_url) as api,
     ):
+        before = topic_end(kafka_bootstrap, topics.RESULTS)
         ids = submit(ingest, photos)
-        time.sleep(0.5)  # mid-batch: some done, one in each worker's hands
+        # mid-batch: some done, the rest queued, so each worker has one in its hands
+        until("a result is published", lambda: topic_end(kafka_bootstrap, topics.RESULTS) > before)
+        assert topic_end(kafka_bootstrap, topics.RESULTS) < before + len(ids), "the batch was over"
         os.kill(pids[0], signal.SIGKILL)
         results = wait_final(api, list(ids), timeout=240)
     assert {r["status"] for r in results.values()} <= {"processed", "unresolved"}

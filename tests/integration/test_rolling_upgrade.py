@@ -27,7 +27,7 @@ from schemas import codec, topics
 from schemas import events as ev
 from schemas.envelope import new_id, utcnow
 from tests.e2e.test_lfw import wait_final
-from tests.platform import Platform
+from tests.platform import Platform, until
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,8 @@ def test_ingest_replaced_replica_by_replica_while_legacy_and_batch_clients_send(
     sender = threading.Thread(target=client)
     sender.start()
     try:
-        time.sleep(0.8)
+        until("the clients are sending", lambda: len(accepted) >= 2, timeout=60)
+        assert len(accepted) < len(photos), "every request was answered before the replacement began"
         code = platform.restart("ingest")  # the old replica replaced by a new one
         assert code in (0, -15)
     finally:

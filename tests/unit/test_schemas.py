@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from common.kafka import config_drift
 from schemas import codec
 from schemas import events as ev
 from schemas.errors import SchemaError
 from schemas.generate import JSON_DIR, render
+from schemas.topics import DAY_MS, RETENTION_DAYS, TOPICS
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "schemas" / "examples").glob("*.json"))
 
@@ -90,3 +93,25 @@ def test_a_missing_upcaster_is_a_schema_error(monkeypatch: pytest.MonkeyPatch) -
     v1 = next(p for p in EXAMPLES if p.name.startswith(etype)).read_bytes()
     with pytest.raises(SchemaError, match="no upcaster"):
         codec.decode(v1)
+
+
+def test_the_readme_states_each_topics_retention_as_declared() -> None:
+    """What the README promises is kept, and for how long, is what the topics are given;
+    nothing that carries images or results outlives RETENTION_DAYS."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.-]+)` \| \d+ \| ([^|]+) \|", readme, re.MULTILINE))
+    for topic in TOPICS:
+        if topic.config.get("cleanup.policy") == "compact":
+            assert rows[topic.name].strip() == "compacted"
+            continue
+        days = int(topic.config["retention.ms"]) // DAY_MS
+        assert days <= RETENTION_DAYS, topic.name
+        assert rows[topic.name].strip() == f"{days} days", topic.name
+
+
+def test_config_drift_names_only_declared_entries_the_broker_lacks() -> None:
+    declared = {"retention.ms": "604800000", "cleanup.policy": "delete"}
+    actual = {"retention.ms": "2592000000", "cleanup.policy": "delete", "segment.bytes": "1073741824"}
+    assert config_drift(declared, actual) == {"retention.ms": "604800000"}
+    assert config_drift(declared, {**actual, "retention.ms": "604800000"}) == {}
+    assert config_drift(declared, {}) == declared

@@ -130,7 +130,7 @@ def test_an_unparseable_message_is_dead_lettered_with_its_text() -> None:
 
 
 def test_the_lifecycle_is_the_one_the_database_enforces() -> None:
-    sql = (ROOT / "common/schema.sql").read_text()
+    sql = "\n".join(p.read_text() for p in sorted((ROOT / "common/migrations").glob("*.sql")))
     check = re.search(r"status\s+text\s+NOT NULL CHECK \(status IN \(([^)]*)\)\)", sql)
     assert check is not None
     assert {w.strip(" '") for w in check.group(1).split(",")} == {s.value for s in Status}

@@ -1,5 +1,9 @@
--- facestream's read model in PostgreSQL. Written only by the projector (stream/) and by
--- enrollment (people), read by the results API. Idempotent: safe to apply on every start.
+-- facestream's read model in PostgreSQL, as it stood when versioned migrations began
+-- (it was common/schema.sql, applied by every service at start-up). Written by the
+-- projector (stream/) and enrollment (people), read by the results API.
+-- Applied once, by `python -m common.migrate` (yoyo-migrations): never edit an applied
+-- migration, add the next file instead. IF NOT EXISTS stays so that a database created
+-- by the old start-up DDL takes this migration as it is.
 
 CREATE TABLE IF NOT EXISTS images (
     id              uuid PRIMARY KEY,
@@ -114,3 +118,19 @@ ALTER TABLE images ADD COLUMN IF NOT EXISTS kafka_offset bigint;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS redispatched_at timestamptz;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS redispatches integer NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS images_pending_idx ON images (updated_at) WHERE status = 'pending';
+
+-- Total erasure of gallery keys (stream/gallery_purge.py). gallery_faces lists every
+-- face key the projector has read on the gallery topic and not yet seen deleted: unlike
+-- person_faces it survives a person's erasure in the read model, so the projector can
+-- still tombstone a face whose erasure raced its enrollment. gallery_purge is an outbox
+-- of gallery keys to tombstone (a face or person enrolled after, or during, an erasure).
+CREATE TABLE IF NOT EXISTS gallery_faces (
+    face_id   uuid PRIMARY KEY,
+    person_id uuid NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gallery_faces_person_idx ON gallery_faces (person_id);
+INSERT INTO gallery_faces (face_id, person_id) SELECT id, person_id FROM person_faces ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS gallery_purge (
+    key       text PRIMARY KEY,
+    queued_at timestamptz NOT NULL DEFAULT now()
+);
