@@ -71,6 +71,8 @@ def refusing_database(database_url: str) -> Iterator[None]:
     for table, state in FAULTS.items():
         statements += [
             f"CREATE SEQUENCE IF NOT EXISTS fault_{table}",
+            # the services log in as their own roles (tests/platform.py): let them count
+            f"GRANT USAGE ON SEQUENCE fault_{table} TO PUBLIC",
             f"""CREATE OR REPLACE FUNCTION fault_{table}() RETURNS trigger AS $$
                 BEGIN
                   IF nextval('fault_{table}') <= {PER_TABLE} THEN

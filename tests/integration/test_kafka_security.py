@@ -335,15 +335,7 @@ def test_each_service_does_its_job_under_its_own_user(
             platform.start(name, ready_url=None, env=principals[name])
         for name, url in urls.items():
             wait_ready(name, f"{url}/readyz", platform.procs[name])
-        photo = faces_dir / "sample/examples/obama.jpg"
-        r = httpx.post(
-            f"{platform.ingest_url}/v1/images",
-            headers=platform.headers,
-            files={"files": (photo.name, photo.read_bytes(), "image/jpeg")},
-            timeout=60,
-        )
-        assert r.status_code == 202, r.text
-        image_id = r.json()["data"][0]["id"]
+        image_id = _upload(platform, faces_dir / "sample/examples/obama.jpg")
         # ingest published it, the recognizer read it and published its result, the stream
         # worker read that result and projected it: each as its own user.
         _until(
@@ -413,19 +405,13 @@ def test_services_work_over_sasl_ssl_from_settings_alone(
         # Both create the topics on the secure broker, over SASL_SSL.
         platform.start("ingest", ready_url=f"{platform.ingest_url}/readyz")
         platform.start("stream", ready_url=f"{platform.stream_url}/readyz")
-        photo = faces_dir / "sample/examples/obama.jpg"
-        r = httpx.post(
-            f"{platform.ingest_url}/v1/images",
-            headers=platform.headers,
-            files={"files": (photo.name, photo.read_bytes(), "image/jpeg")},
-            timeout=60,
-        )
-        assert r.status_code == 202, r.text
-        image_id = r.json()["data"][0]["id"]
+        image_id = _upload(platform, faces_dir / "sample/examples/obama.jpg")
         # The stream worker (Faust/aiokafka over SASL_SSL) reads the event and stores the
         # image's bytes (only its projector writes them; ingest writes the row itself).
         stored = _stored_bytes(database_url, image_id)
-        assert stored == photo.stat().st_size, "the stream worker did not read the image over SASL_SSL"
+        assert stored == (faces_dir / "sample/examples/obama.jpg").stat().st_size, (
+            "the stream worker did not read the image over SASL_SSL"
+        )
         # ... and publishes over SASL_SSL too (its one publisher): garbage is dead-lettered.
         producer = Producer(settings.librdkafka())
         producer.produce(topics.SUBMITTED, key=b"sasl-poison", value=b"not an event")
@@ -447,3 +433,16 @@ def test_services_work_over_sasl_ssl_from_settings_alone(
         assert found is not None, "the stream worker did not dead-letter over SASL_SSL"
     finally:
         platform.stop_all()
+
+
+def _upload(platform: Platform, photo: Path) -> str:
+    """Submit ``photo`` through ingest; its image id."""
+    r = httpx.post(
+        f"{platform.ingest_url}/v1/images",
+        headers=platform.headers,
+        files={"files": (photo.name, photo.read_bytes(), "image/jpeg")},
+        timeout=60,
+    )
+    assert r.status_code == 202, r.text
+    image_id: str = r.json()["data"][0]["id"]
+    return image_id

@@ -165,7 +165,7 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Traffic:
+def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Iterator[Traffic]:
     """Drive real work through the platform once Prometheus watches it."""
     lfw = faces_dir / "lfw-dev"
     by_person: dict[str, list[Path]] = {}
@@ -183,7 +183,7 @@ def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Traf
         httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api,
         httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
-        enroll(api, person, photos[0])
+        person_id = enroll(api, person, photos[0])
         wait_gallery_applied(platform)
         ids = submit(ingest, [*photos[1:3], sorted(strangers)[0], no_face])
         refused = ingest.post("/v1/images", files=[("files", ("notes.jpg", b"not an image at all"))])
@@ -198,7 +198,10 @@ def traffic(platform: Platform, prometheus: Prometheus, faces_dir: Path) -> Traf
         producer.produce(topics.SUBMITTED, key=b"observability-poison", value=b"this is no event")
         assert producer.flush(30) == 0, "the poison message was not delivered"
         wait_final(api, list(ids), timeout=300)
-    return Traffic(list(ids))
+    yield Traffic(list(ids))
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api:
+        # later tests enroll the same person: two of them would make each other ambiguous
+        assert api.delete(f"/v1/people/{person_id}").status_code == 200
 
 
 def live_values(prometheus: Prometheus, dashboard: dict[str, Any]) -> tuple[dict[str, str], list[str]]:

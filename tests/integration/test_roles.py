@@ -100,26 +100,28 @@ def test_each_service_works_under_its_own_role(
         httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         person_id = enroll(api, f"{person_dir.name} {uuid.uuid4().hex[:6]}", photos[0])
-        wait_gallery_applied(platform)
-        [image_id] = submit(ingest, [photos[1]])
-        [result] = wait_final(api, [image_id], timeout=180).values()
-        assert result["status"] == "processed", result
-        assert result["faces"][0]["person_id"] == person_id
-        # keys: created by the api (its role writes api_keys), verified by ingest (reads them)
-        r = api.post("/v1/admin/keys", json={"name": "roles-test", "scopes": ["submit", "query"]})
-        assert r.status_code == 201, r.text
-        key = r.json()["key"]
-        r = ingest.post(
-            "/v1/images",
-            headers={"X-API-Key": key},
-            files={"files": (photos[1].name, photos[1].read_bytes())},
-        )
-        assert r.status_code == 202, r.text
-        second = r.json()["data"][0]["id"]
-        wait_final(api, [second], timeout=180)
+        try:
+            wait_gallery_applied(platform)
+            [image_id] = submit(ingest, [photos[1]])
+            [result] = wait_final(api, [image_id], timeout=180).values()
+            assert result["status"] == "processed", result
+            assert result["faces"][0]["person_id"] == person_id
+            # keys: created by the api (its role writes api_keys), verified by ingest (reads them)
+            r = api.post("/v1/admin/keys", json={"name": "roles-test", "scopes": ["submit", "query"]})
+            assert r.status_code == 201, r.text
+            key = r.json()["key"]
+            r = ingest.post(
+                "/v1/images",
+                headers={"X-API-Key": key},
+                files={"files": (photos[1].name, photos[1].read_bytes())},
+            )
+            assert r.status_code == 202, r.text
+            second = r.json()["data"][0]["id"]
+            wait_final(api, [second], timeout=180)
+        finally:  # left enrolled, the person would make later tests' photos of them ambiguous
+            erased = api.delete(f"/v1/people/{person_id}")
         # erasure: a person (api) and an image (api), then the projector's own erasure work
-        r = api.delete(f"/v1/people/{person_id}")
-        assert r.status_code == 200, r.text
+        assert erased.status_code == 200, erased.text
         r = api.delete(f"/v1/images/{image_id}")
         assert r.status_code == 200, r.text
         assert api.get(f"/v1/images/{image_id}").status_code == 404
