@@ -7,6 +7,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml ./
 RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps face_recognition==1.3.0
+# Swagger UI's files, served by the services themselves: /docs works without internet.
+COPY scripts/fetch_swagger_ui.py ./
+RUN python fetch_swagger_ui.py /opt/venv/share/facestream/swagger-ui
 
 FROM python:3.11.11-slim-bookworm
 RUN useradd --uid 10001 --create-home facestream

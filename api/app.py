@@ -24,7 +24,7 @@ from api.deps import Resources
 from api.enrollment import EnrollmentPool
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
-from common import door
+from common import docs, door
 from common.auth import Authenticator
 from common.db import create_pool
 from common.errors import BrokerUnavailable
@@ -68,10 +68,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
             "enrollment": resources.encoder.works(),
         }
 
-    app = FastAPI(title="facestream results API", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="facestream results API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
-    door.install(app, app.state.auth, door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes))
+    limits = door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes)
+    door.install(app, app.state.auth, limits, public=docs.install(app, settings.docs_assets_dir))
     app.include_router(ops_router(readiness))
     app.include_router(images.router)
     app.include_router(people.router)

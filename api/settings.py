@@ -8,12 +8,13 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.auth import AuthSettings
+from common.docs import DocsSettings
 from common.settings import DatabaseSettings, ServiceSettings
 
 MIB = 1024 * 1024
 
 
-class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings):
+class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings):
     """Everything the API needs; invalid values fail at start-up, not on the first request."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)

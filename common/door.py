@@ -169,9 +169,9 @@ async def _answer(exc: HTTPException, scope: Scope, receive: Receive, send: Send
     )
 
 
-def install(app: FastAPI, auth: Authenticator, limits: BodyLimits) -> None:
-    """Put a :class:`Door` in front of ``app``'s routes; the schema, its pages and the
-    operational paths stay open."""
+def install(app: FastAPI, auth: Authenticator, limits: BodyLimits, public: Iterable[str] = ()) -> None:
+    """Put a :class:`Door` in front of ``app``'s routes; the schema, its pages (FastAPI's,
+    and ``public``: common.docs) and the operational paths stay open."""
     docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    open_paths = OPS_PATHS | {path for path in docs if path}
+    open_paths = OPS_PATHS | {path for path in docs if path} | set(public)
     app.add_middleware(Door, auth=auth, limits=limits, open_paths=open_paths)

@@ -12,6 +12,26 @@ from typing import Any
 from schemas.events import Outcome
 from schemas.lifecycle import Status, reason_of, status_of
 
+#: The first keys of the two-key advisory locks that serialise writes to one image, or
+#: one person, with their erasure (that key space does not overlap the single-key locks
+#: used elsewhere).
+IMAGE_LOCK_SPACE = 0x6673
+PERSON_LOCK_SPACE = 0x6674
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2::text))"
+
+
+async def lock_person(conn: Any, person_id: uuid.UUID | str) -> bool:
+    """Serialise this transaction's writes about the person with any erasure of them, and
+    say whether they were erased. Call it inside a transaction, before writing.
+
+    Without it an enrollment projected while the person is being erased could insert its
+    face after the erasure listed the person's faces (and be kept on the gallery for ever),
+    or fail on the person's row deleted under it. The check is a statement of its own,
+    after the lock: it then sees an erasure that committed while this transaction waited.
+    """
+    await conn.execute(_LOCK, PERSON_LOCK_SPACE, str(person_id))
+    return bool(await conn.fetchval("SELECT true FROM erased_people WHERE id = $1::uuid", str(person_id)))
+
 
 async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
     """Remove the person and their enrolled faces, and anonymise every result naming them.
@@ -23,6 +43,7 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
     ``unresolved`` (``unknown_faces``), as if the person had never been enrolled.
     """
     async with conn.transaction():
+        await lock_person(conn, person_id)
         touched = await conn.fetch(
             """UPDATE faces SET person_id = NULL, person_name = NULL
                WHERE person_id = $1 RETURNING image_id""",
@@ -44,11 +65,6 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
         )
 
 
-#: The first key of the two-key advisory locks that serialise writes to one image with
-#: its erasure (that key space does not overlap the single-key locks used elsewhere).
-IMAGE_LOCK_SPACE = 0x6673
-
-
 async def lock_image(conn: Any, image_id: uuid.UUID | str) -> bool:
     """Serialise this transaction's writes to the image with any erasure of it, and say
     whether it was erased. Call it inside a transaction, before writing the image's rows.
@@ -58,8 +74,7 @@ async def lock_image(conn: Any, image_id: uuid.UUID | str) -> bool:
     The check is a statement of its own, after the lock: under READ COMMITTED it then sees
     an erasure that committed while this transaction waited.
     """
-    lock = "SELECT pg_advisory_xact_lock($1, hashtext($2::text))"
-    await conn.execute(lock, IMAGE_LOCK_SPACE, str(image_id))
+    await conn.execute(_LOCK, IMAGE_LOCK_SPACE, str(image_id))
     return bool(await conn.fetchval("SELECT true FROM erased_images WHERE id = $1::uuid", str(image_id)))
 
 

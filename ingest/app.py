@@ -31,7 +31,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from common import door
+from common import docs, door
 from common.auth import Authenticator, Principal, require
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
@@ -413,7 +413,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             app.state.submitter = Submitter(publisher, pending)
             yield
 
-    app = FastAPI(title="facestream ingest", version="1", lifespan=lifespan)
+    app = FastAPI(title="facestream ingest", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.auth = Authenticator("ingest", settings, pool=lambda: app.state.pool)
 
@@ -421,7 +421,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         submitter: Submitter = app.state.submitter
         return {"kafka": await asyncio.to_thread(submitter.publisher.ready)}
 
-    door.install(app, app.state.auth, door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes))
+    limits = door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes)
+    door.install(app, app.state.auth, limits, public=docs.install(app, settings.docs_assets_dir))
     app.include_router(router)
     app.include_router(ops_router(readiness))
     readable_validation_errors(app)

@@ -9,12 +9,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from common.auth import AuthSettings
+from common.docs import DocsSettings
 from common.settings import DatabaseSettings, ServiceSettings
 
 MIB = 1024 * 1024
 
 
-class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings):
+class IngestSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings):
     """Everything ingest needs. The database verifies API keys and receives each accepted
     image's ``pending`` row (see :mod:`ingest.pending`)."""
 

@@ -33,12 +33,14 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   fi
 fi
 
-stamp=$venv/.installed-$(cat "$root/pyproject.toml" "$0" | md5sum | cut -c1-12)
+stamp=$venv/.installed-$(cat "$root/pyproject.toml" "$0" "$root/scripts/fetch_swagger_ui.py" | md5sum | cut -c1-12)
 [ -f "$stamp" ] && exit 0
 echo "[install] creating $venv (pinned dependencies from pyproject.toml)" >&2
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$root[dev]"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps face_recognition==1.3.0
+# Swagger UI's files, so that the services' /docs pages work offline (common/docs.py)
+"$venv/bin/python" "$root/scripts/fetch_swagger_ui.py" "$venv/share/facestream/swagger-ui"
 rm -f "$venv"/.installed-*
 touch "$stamp"
 echo "[install] done" >&2

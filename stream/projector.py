@@ -13,7 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
-from common.erasure import erase_person, lock_image
+from common.erasure import erase_person, lock_image, lock_person
 from schemas import events as ev
 from schemas.lifecycle import Status, reason_of, status_of
 from schemas.topics import face_key, person_key
@@ -206,7 +206,7 @@ async def image_failed(conn: asyncpg.Connection, e: ev.ImageFailed) -> bool:
 async def person_enrolled(conn: asyncpg.Connection, e: ev.PersonEnrolled) -> None:
     """Store or rename the person; one erased is not re-created but queued for a tombstone."""
     async with conn.transaction():
-        if await _person_erased(conn, e.person_id):
+        if await lock_person(conn, e.person_id):
             await gallery_purge.queue(conn, [person_key(e.person_id)])
             return
         await conn.execute(
@@ -222,7 +222,7 @@ async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
     """Store the enrolled face, and note that its key is on the gallery topic. A face of an
     erased person (an enrollment that raced the erasure) is queued for a tombstone instead."""
     async with conn.transaction():
-        if await _person_erased(conn, e.person_id):
+        if await lock_person(conn, e.person_id):
             await gallery_purge.queue(conn, [face_key(e.person_id, e.face_id)])
             return
         await conn.execute(
@@ -266,7 +266,3 @@ async def gallery_tombstone(conn: asyncpg.Connection, key: str) -> None:
             face_id = rest.partition(":")[2]
             await conn.execute("DELETE FROM gallery_faces WHERE face_id = $1", face_id)
             await conn.execute("DELETE FROM person_faces WHERE id = $1", face_id)
-
-
-async def _person_erased(conn: asyncpg.Connection, person_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM erased_people WHERE id = $1", person_id))
