@@ -24,7 +24,7 @@ from api.deps import Resources
 from api.enrollment import EnrollmentPool
 from api.routes import admin, images, page, people
 from api.settings import ApiSettings
-from common import docs, door
+from common import docs, door, openapi
 from common.auth import Authenticator
 from common.db import create_pool
 from common.errors import BrokerUnavailable
@@ -74,7 +74,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
     limits = door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes)
-    door.install(app, app.state.auth, limits, public=docs.install(app, settings.docs_assets_dir))
+    public = docs.install(app, settings.docs_assets_dir)
+    door.install(app, app.state.auth, limits, public=public)
+    openapi.install(app, public | door.OPS_PATHS | {app.openapi_url or ""})
     app.include_router(ops_router(readiness))
     app.include_router(images.router)
     app.include_router(people.router)

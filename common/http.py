@@ -36,10 +36,13 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """The process is alive (liveness): 200 whatever its dependencies."""
         return {"status": "ok"}
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
+        """Whether this instance can do its work now (readiness): 200, or 503 naming the
+        check that failed."""
         checks = await readiness()
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

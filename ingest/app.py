@@ -31,7 +31,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from common import docs, door
+from common import docs, door, openapi
 from common.auth import Authenticator, Principal, require
 from common.db import create_pool
 from common.http import instrument, ops_router, readable_validation_errors
@@ -422,7 +422,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return {"kafka": await asyncio.to_thread(submitter.publisher.ready)}
 
     limits = door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes)
-    door.install(app, app.state.auth, limits, public=docs.install(app, settings.docs_assets_dir))
+    public = docs.install(app, settings.docs_assets_dir)
+    door.install(app, app.state.auth, limits, public=public)
+    openapi.install(app, public | door.OPS_PATHS | {app.openapi_url or ""})
     app.include_router(router)
     app.include_router(ops_router(readiness))
     readable_validation_errors(app)

@@ -47,11 +47,13 @@ def _not_found(person_id: uuid.UUID) -> HTTPException:
 
 @router.get("", dependencies=[require("query")])
 async def list_people(pool: PoolDep, limit: Limit = 50, offset: Offset = 0) -> PeoplePublic:
+    """Enrolled people, with how many faces each has."""
     return await queries.list_people(pool, limit=limit, offset=offset)
 
 
 @router.get("/{person_id}", dependencies=[require("query")])
 async def get_person(person_id: uuid.UUID, pool: PoolDep) -> PersonDetailPublic:
+    """One person and their enrolled faces; 404 if there is none with this id."""
     person = await queries.get_person(pool, person_id)
     if person is None:
         raise _not_found(person_id)
