@@ -1,10 +1,10 @@
 # facestream: `make help` lists the targets.
 SHELL := /bin/bash
 PY := .venv/bin/python
-CODE := ingest stream recognizer api schemas common cli benchmarks tests
+CODE := ingest stream recognizer api schemas common cli benchmarks tests scripts
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint typecheck unit integration e2e faults k8s-check demo bench bench-full bench-matching kafka postgres schemas clean
+.PHONY: help install up down test lint typecheck unit integration e2e browser faults k8s-check demo screenshots bench bench-full bench-matching kafka postgres schemas clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ down: ## stop every service, Kafka and PostgreSQL
 	@bash scripts/down.sh
 
 test: install lint typecheck ## the whole gate: ruff, mypy, then every test (starts its own broker and database)
-	@bash scripts/pytest.sh tests/unit tests/deploy tests/integration tests/e2e tests/faults
+	@bash scripts/pytest.sh tests/unit tests/deploy tests/integration tests/e2e tests/browser tests/faults
 
 unit: install ## unit tests only (no network)
 	@bash scripts/pytest.sh tests/unit
@@ -43,11 +43,17 @@ schemas: install ## regenerate schemas/json from the event models
 k8s-check: install ## validate deploy/ offline: Kubernetes overlays, compose, Prometheus rules, dashboards
 	@bash scripts/pytest.sh tests/deploy
 
+browser: install ## real-browser tests: Debian's headless chromium through Playwright, nothing leaves loopback
+	@bash scripts/pytest.sh tests/browser
+
 faults: install ## fault injection: kill, stop and restart the broker, database and services while images flow
 	@bash scripts/pytest.sh -s tests/faults
 
 demo: install ## enroll people from a folder and submit images from another (needs `make up`)
 	@$(PY) -m cli demo
+
+screenshots: install ## regenerate the README's screenshots from a running platform (make up)
+	@$(PY) scripts/screenshots.py
 
 bench: install ## benchmark suite, quick mode (a few minutes): table, bench-results/results.json and plots
 	@$(PY) -m benchmarks

@@ -16,19 +16,19 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
-from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.catchup import OutageWatch
 from api.deps import Resources
 from api.enrollment import EnrollmentPool
-from api.routes import admin, images, page, people
+from api.routes import admin, images, page, people, review
 from api.settings import ApiSettings
 from common import docs, door, openapi
 from common.auth import Authenticator
 from common.db import create_pool
 from common.errors import BrokerUnavailable
-from common.http import instrument, ops_router, readable_validation_errors
+from common.http import instrument, known_query_only, ops_router, readable_validation_errors
 from common.kafka import ensure_topics
 from common.publisher import Publisher
 
@@ -69,7 +69,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         }
 
     app = FastAPI(
-        title="facestream results API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+        title="facestream results API",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        # A misspelt filter answers 422 instead of the unfiltered list.
+        dependencies=[Depends(known_query_only)],
     )
     app.state.settings = settings
     app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
@@ -80,14 +86,23 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(ops_router(readiness))
     app.include_router(images.router)
     app.include_router(people.router)
+    app.include_router(review.router)
     app.include_router(page.router)
     app.include_router(admin.router)
-    readable_validation_errors(app)
+    readable_validation_errors(app, html=_html_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_unavailable)
     instrument(app, "api")
     return app
+
+
+def _html_error(request: Request, status_code: int, detail: str) -> HTMLResponse | None:
+    """The operator's pages answer a refusal with a readable page; the JSON API with JSON (None)."""
+    route = request.scope.get("route")
+    if "pages" not in (getattr(route, "tags", None) or []):
+        return None
+    return page.error_page(status_code, detail)
 
 
 async def _database_answers(pool: asyncpg.Pool) -> bool:

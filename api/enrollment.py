@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from common.errors import FacestreamError
 from schemas.events import Box, ModelInfo
@@ -24,12 +25,22 @@ from schemas.events import Box, ModelInfo
 
 @dataclass(frozen=True)
 class FaceFound:
-    """The face to enroll: the largest of ``faces_found`` (the subject of a portrait)."""
+    """The face to enroll (``index`` of ``faces_found``, left to right), its encoding and a
+    JPEG crop of it for the person's page."""
 
+    index: int
     box: Box
     encoding: list[float]
     faces_found: int
     model: ModelInfo
+    crop: bytes
+
+
+@dataclass(frozen=True)
+class SeveralFaces:
+    """The photo has several faces and none was chosen: their boxes, left to right."""
+
+    boxes: list[Box]
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,14 @@ class Rejected:
     detail: str
 
 
-ScanResult = FaceFound | NoFace | Rejected
+#: ``face`` of :func:`scan_photo`: the index of the face to enroll, or the largest one.
+LARGEST = "largest"
+FaceChoice = int | str | None
+
+ScanResult = FaceFound | SeveralFaces | NoFace | Rejected
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EncoderCrashed(FacestreamError):
@@ -65,7 +81,9 @@ class EnrollmentPool:
     until the next probe or enrollment.
     """
 
-    def __init__(self, workers: int = 1, task: Callable[[bytes, int], ScanResult] | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, task: Callable[[bytes, int, FaceChoice], ScanResult] | None = None
+    ) -> None:
         self._workers = workers
         self._task = task or scan_photo  # a picklable module-level function
         self._lock = threading.Lock()
@@ -90,17 +108,22 @@ class EnrollmentPool:
             self._executor = self._start()
         broken.shutdown(wait=False, cancel_futures=True)
 
-    async def scan(self, data: bytes, num_jitters: int = 1) -> ScanResult:
+    async def scan(self, data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> ScanResult:
         """:func:`scan_photo` in a worker process. Raises :class:`EncoderCrashed` when the
         photo broke two pools in a row."""
+        return await self.run(self._task, data, num_jitters, face)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` (picklable) in a worker process, on a fresh pool once if the first
+        one broke. Raises :class:`EncoderCrashed` when it broke two pools in a row."""
         loop = asyncio.get_running_loop()
         for _attempt in range(2):
             executor = self._executor
             try:
-                return await loop.run_in_executor(executor, self._task, data, num_jitters)
+                return await loop.run_in_executor(executor, fn, *args)
             except BrokenProcessPool:
                 self._replace(executor)
-        raise EncoderCrashed("encoding the photo crashed the enrollment worker twice")
+        raise EncoderCrashed("the work crashed the enrollment worker twice")
 
     def works(self) -> bool:
         """Whether the pool takes work now; a broken pool answers False and is replaced."""
@@ -127,16 +150,20 @@ class EnrollmentPool:
         return list(processes)
 
 
-def scan_photo(data: bytes, num_jitters: int = 1) -> ScanResult:
-    """Decode ``data`` and encode its largest face with the recognizers' detection settings.
+def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> ScanResult:
+    """Decode ``data`` and encode one face with the recognizers' detection settings.
 
-    The enrolled face is encoded from ``num_jitters`` jittered copies (enrollment happens
-    once per face, so it can afford what the per-image hot path cannot).
+    ``face`` chooses it: its index (left to right, as results number faces), or
+    :data:`LARGEST`. With None, a photo with one face enrolls it and a photo with several
+    answers :class:`SeveralFaces` (their boxes) for the client to choose from; an index
+    past the last face does too. The face is encoded from ``num_jitters`` jittered copies
+    (enrollment happens once per face, so it can afford what the per-image hot path cannot).
 
     Any exception other than a rejected image is a fault of the worker and propagates.
     """
     # Imported here, not at the top: only the worker process needs dlib and its models
     # (hundreds of MB); the API process that submits this function never loads them.
+    from api.imaging import face_crop
     from recognizer.core import (
         DetectionConfig,
         decode_image,
@@ -154,15 +181,27 @@ def scan_photo(data: bytes, num_jitters: int = 1) -> ScanResult:
     except ImageRejected as exc:
         return Rejected(reason=exc.reason.value, detail=exc.detail)
     faces = find_faces(decoded.rgb, cfg)
-    face = largest_face(faces)
-    if face is None:
+    if not faces:
         return NoFace()
-    encoding = face.encoding if num_jitters == 1 else encode_box(decoded.rgb, face.box, num_jitters)
+    if face == LARGEST:
+        chosen = largest_face(faces)
+    elif isinstance(face, int) and 0 <= face < len(faces):
+        chosen = faces[face]
+    elif face is None and len(faces) == 1:
+        chosen = faces[0]
+    else:
+        return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
+    assert chosen is not None
+    index = faces.index(chosen)
+    encoding = chosen.encoding if num_jitters == 1 else encode_box(decoded.rgb, chosen.box, num_jitters)
+    box = scaled_box(chosen.box, decoded)
     return FaceFound(
-        box=scaled_box(face.box, decoded),
+        index=index,
+        box=box,
         encoding=[float(x) for x in encoding],
         faces_found=len(faces),
         model=cfg.model_info().model_copy(update={"num_jitters": num_jitters}),
+        crop=face_crop(data, box, decoded.width, decoded.height),
     )
 
 

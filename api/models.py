@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import Box
 from schemas.lifecycle import Status
@@ -86,7 +86,15 @@ class ImagePublic(_Public):
 
 class ImagesPublic(_Public):
     data: list[ImagePublic]
-    count: int = Field(description="Images matching the filter, whatever the page.")
+    count: int = Field(
+        description="Images matching the filter, whatever the page, counted up to 10,000 (see count_capped)."
+    )
+    count_capped: bool = Field(default=False, description="More than 10,000 images match: count stops there.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next (older) page; null on the last page. Keyset "
+        "paging: a page does not shift when new images arrive.",
+    )
 
 
 class PersonErasedPublic(_Public):
@@ -116,19 +124,26 @@ class RerunsPublic(_Public):
     skipped: int = Field(description="Images of that status whose bytes are no longer stored.")
 
 
+def _trimmed(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be blank")
+    return v
+
+
+#: A person's name: storable text, trimmed, not blank.
+PersonName = Annotated[
+    Text,
+    Field(min_length=1, max_length=200, description="Shown as given, trimmed."),
+    AfterValidator(_trimmed),
+]
+
+
 class PersonCreate(BaseModel):
     """``id`` is optional; a client that sends one may retry the request safely."""
 
     id: uuid.UUID | None = None
-    name: Annotated[Text, Field(min_length=1, max_length=200, description="Shown as given, trimmed.")]
-
-    @field_validator("name")
-    @classmethod
-    def _strip(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("must not be blank")
-        return v
+    name: PersonName
 
 
 class PersonPublic(_Public):
@@ -149,6 +164,10 @@ class EnrolledFacePublic(_Public):
     box: Box | None
     filename: str | None
     enrolled_at: datetime
+    crop_url: str | None = Field(default=None, description="A JPEG crop of the face, when one was kept.")
+    source_image_id: uuid.UUID | None = Field(
+        default=None, description="The image it was named in, for a face enrolled from a result."
+    )
 
 
 class PersonDetailPublic(PersonPublic):
@@ -159,3 +178,88 @@ class FaceEnrollmentPublic(EnrolledFacePublic):
     faces_found: int | None = Field(
         description="Faces in the photo; with several, the largest was enrolled. Null on a replay."
     )
+
+
+class FaceChoicePublic(_Public):
+    index: int = Field(description="Pass as face_index to enroll this face.")
+    box: Box
+
+
+class SeveralFacesPublic(_Public):
+    """422 of an enrollment photo with several faces and no face_index."""
+
+    detail: str
+    faces: list[FaceChoicePublic] = Field(description="The photo's faces, left to right.")
+
+
+class FaceRemovedPublic(_Public):
+    person_id: uuid.UUID
+    face_id: uuid.UUID
+
+
+class PersonRename(BaseModel):
+    name: PersonName
+
+
+class PersonMerge(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: uuid.UUID = Field(alias="from", description="The person merged into this one, then erased.")
+
+
+class PersonMergedPublic(_Public):
+    person_id: uuid.UUID
+    merged: uuid.UUID = Field(description="The person merged in, now erased.")
+    faces_moved: int = Field(description="Their enrolled faces, enrolled again under this person.")
+    faces_relabelled: int = Field(description="Faces in results that named them and now name this person.")
+
+
+class ReviewFacePublic(_Public):
+    image_id: uuid.UUID
+    face_index: int
+    box: Box
+    seen_at: datetime | None
+    camera: str | None
+    filename: str | None
+    crop_url: str
+    distance: float | None = Field(
+        description="Distance to the nearest enrolled person when it went unknown."
+    )
+
+
+class ReviewGroupPublic(_Public):
+    size: int = Field(description="Faces in the group (the list shows the newest 24).")
+    faces: list[ReviewFacePublic]
+
+
+class ReviewGroupsPublic(_Public):
+    groups: list[ReviewGroupPublic]
+    groups_total: int = Field(description="Groups found, whatever the limit.")
+    faces_considered: int = Field(description="Unknown faces grouped: the newest, up to the window.")
+    window: int = Field(description="REVIEW_WINDOW: the most unknown faces grouped at once.")
+
+
+class FaceRef(BaseModel):
+    image_id: uuid.UUID
+    face_index: int = Field(ge=0, le=10_000)
+
+
+class ReviewAssign(BaseModel):
+    """Name these faces: ``person_id`` (an existing person) or ``name`` (a new one), not both."""
+
+    faces: list[FaceRef] = Field(min_length=1, max_length=500)
+    person_id: uuid.UUID | None = None
+    name: PersonName | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ReviewAssign:
+        if (self.person_id is None) == (self.name is None):
+            raise ValueError("give person_id (an existing person) or name (a new one), not both")
+        return self
+
+
+class AssignPublic(_Public):
+    person_id: uuid.UUID
+    enrolled: int = Field(description="Faces enrolled from their stored encodings (FaceEnrolled).")
+    rematched: int = Field(description="Images asked to be matched again (RematchRequested).")
+    skipped: int = Field(description="Faces passed over: no longer unknown, or no stored encoding.")

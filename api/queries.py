@@ -6,8 +6,13 @@ none of them publishes anything. Database errors propagate (a 500: the request w
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -29,14 +34,47 @@ _IMAGE_COLUMNS = """
     i.gallery_version, i.rule, i.model, i.submitted_at, i.finished_at
 """
 
-# $1 status, $2 person id, $3 camera: each filter applies only when not null. Only the faces
-# of the image's current run count: rows of an older run may outlive a re-run.
-_IMAGE_FILTER = """
-    ($1::text IS NULL OR i.status = $1)
-    AND ($2::uuid IS NULL OR EXISTS (
-        SELECT 1 FROM faces f WHERE f.image_id = i.id AND f.run = i.run AND f.person_id = $2))
-    AND ($3::text IS NULL OR i.camera = $3)
-"""
+
+def _like(text: str) -> str:
+    """``text`` as a case-insensitive substring pattern for ILIKE (its wildcards escaped)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+#: Most rows ``count`` counts; past it the answer says ``count_capped`` (counting a million
+#: rows on every page load would cost more than the page).
+COUNT_CAP = 10_000
+
+
+def _filter_sql(f: ImageFilter, args: list[object]) -> str:
+    """The WHERE clause of ``f``, its values appended to ``args`` (numbered placeholders).
+
+    Each filter is an index range in the keyset order (common/migrations/0002): status and
+    camera lead their own index, person goes through faces_person_seen_idx, filename through
+    trigrams. Only the faces of the image's current run count (an older run's rows may
+    outlive a re-run).
+    """
+    where: list[str] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if f.status is not None:
+        where.append(f"i.status = {arg(f.status.value)}")
+    if f.person_id is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM faces f WHERE f.image_id = i.id AND f.run = i.run "
+            f"AND f.person_id = {arg(f.person_id)})"
+        )
+    if f.camera is not None:
+        where.append(f"i.camera = {arg(f.camera)}")
+    if f.since is not None:
+        where.append(f"i.submitted_at >= {arg(f.since)}")
+    if f.until is not None:
+        where.append(f"i.submitted_at < {arg(f.until)}")
+    if f.filename:
+        where.append(f"i.filename ILIKE {arg(_like(f.filename))}")
+    return " AND ".join(where) or "true"
 
 
 def _image(row: asyncpg.Record, faces: list[FacePublic]) -> ImagePublic:
@@ -79,30 +117,92 @@ async def get_image(pool: asyncpg.Pool, image_id: uuid.UUID) -> ImagePublic | No
     return _image(row, faces.get(image_id, []))
 
 
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images a list shows; every field None (or empty) means "any"."""
+
+    status: ImageStatus | None = None
+    person_id: uuid.UUID | None = None
+    camera: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a keyset page starts: after the image (``submitted_at``, ``id``) in the list's
+    order (newest first, then id). Sent to clients as an opaque token."""
+
+    submitted_at: datetime
+    id: uuid.UUID
+
+    def token(self) -> str:
+        raw = f"{self.submitted_at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    @classmethod
+    def parse(cls, token: str) -> Cursor:
+        """The cursor in ``token``; ValueError if it is not one this API made."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            at, _, image_id = raw.partition("|")
+            when = datetime.fromisoformat(at)
+            if when.tzinfo is None:
+                raise ValueError("naive time")
+            return cls(when, uuid.UUID(image_id))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a cursor from this API ({exc})") from None
+
+
 async def list_images(
     pool: asyncpg.Pool,
+    f: ImageFilter = ImageFilter(),
     *,
-    status: ImageStatus | None = None,
-    person_id: uuid.UUID | None = None,
-    camera: str | None = None,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    after: Cursor | None = None,
 ) -> ImagesPublic:
-    """One page of images, newest submission first, and the total matching the filter."""
-    args = (status.value if status else None, person_id, camera)
-    count = await pool.fetchval(f"SELECT count(*) FROM images i WHERE {_IMAGE_FILTER}", *args)
+    """One page of images, newest submission first, and how many match (up to :data:`COUNT_CAP`).
+
+    With ``after`` the page starts after that image (keyset paging: rows do not shift when
+    new images arrive, and a deep page costs what the first does); ``offset`` is kept for
+    older clients. ``next_cursor`` is set when more rows may follow.
+    """
+    args: list[object] = []
+    where = _filter_sql(f, args)
+    count = await pool.fetchval(
+        f"SELECT count(*) FROM (SELECT 1 FROM images i WHERE {where} LIMIT {COUNT_CAP + 1}) x", *args
+    )
+    page_where = where
+    if after is not None:
+        args += [after.submitted_at, after.id]
+        t, i = f"${len(args) - 1}", f"${len(args)}"
+        # The first condition alone is an index bound; the second settles equal times.
+        page_where += f" AND i.submitted_at <= {t} AND (i.submitted_at < {t} OR i.id > {i})"
     rows = await pool.fetch(
         f"""
-        SELECT {_IMAGE_COLUMNS} FROM images i WHERE {_IMAGE_FILTER}
+        SELECT {_IMAGE_COLUMNS} FROM images i WHERE {page_where}
         ORDER BY i.submitted_at DESC NULLS LAST, i.id
-        LIMIT $4 OFFSET $5
+        LIMIT {int(limit) + 1} OFFSET {int(offset)}
         """,
         *args,
-        limit,
-        offset,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    next_cursor = (
+        Cursor(last["submitted_at"], last["id"]).token()
+        if more and last is not None and last["submitted_at"] is not None
+        else None
     )
     faces = await _faces_of(pool, [r["id"] for r in rows]) if rows else {}
-    return ImagesPublic(data=[_image(r, faces.get(r["id"], [])) for r in rows], count=count)
+    return ImagesPublic(
+        data=[_image(r, faces.get(r["id"], [])) for r in rows],
+        count=min(count, COUNT_CAP),
+        count_capped=count > COUNT_CAP,
+        next_cursor=next_cursor,
+    )
 
 
 _PERSON = """
@@ -111,11 +211,18 @@ _PERSON = """
 """
 
 
-async def list_people(pool: asyncpg.Pool, *, limit: int, offset: int) -> PeoplePublic:
-    """One page of people by name."""
-    count = await pool.fetchval("SELECT count(*) FROM people")
+async def list_people(pool: asyncpg.Pool, *, q: str | None = None, limit: int, offset: int) -> PeoplePublic:
+    """One page of people by name (``q``: whose name contains it, any case)."""
+    pattern = _like(q) if q else None
+    count = await pool.fetchval(
+        "SELECT count(*) FROM people p WHERE ($1::text IS NULL OR p.name ILIKE $1)", pattern
+    )
     rows = await pool.fetch(
-        f"{_PERSON} GROUP BY p.id ORDER BY p.name, p.id LIMIT $1 OFFSET $2", limit, offset
+        f"""{_PERSON} WHERE ($1::text IS NULL OR p.name ILIKE $1)
+            GROUP BY p.id ORDER BY lower(p.name), p.id LIMIT $2 OFFSET $3""",
+        pattern,
+        limit,
+        offset,
     )
     return PeoplePublic(data=[PersonPublic(**dict(r)) for r in rows], count=count)
 
@@ -142,6 +249,8 @@ def enrolled_face(row: asyncpg.Record) -> EnrolledFacePublic:
         box=Box.model_validate(row["box"]) if row["box"] is not None else None,
         filename=row["filename"],
         enrolled_at=row["enrolled_at"],
+        crop_url=f"/v1/people/{row['person_id']}/faces/{row['id']}/crop" if row.get("crop") else None,
+        source_image_id=row.get("source_image_id"),
     )
 
 
@@ -180,3 +289,118 @@ async def rerun_sources(pool: asyncpg.Pool, image_ids: list[uuid.UUID], status: 
         image_ids,
         status,
     )
+
+
+async def rendering_source(pool: asyncpg.Pool, image_id: uuid.UUID, kind: str) -> asyncpg.Record | None:
+    """What a rendering of the image needs: its current run and size, the cached rendering
+    of ``kind`` (``cached``, of run ``cached_run``) and whether its bytes are stored. None:
+    no such image."""
+    return await pool.fetchrow(
+        """
+        SELECT i.run, i.width, i.height, t.run AS cached_run, t.content AS cached,
+               EXISTS (SELECT 1 FROM image_blobs b WHERE b.image_id = i.id) AS stored
+        FROM images i LEFT JOIN thumbnails t ON t.image_id = i.id AND t.kind = $2
+        WHERE i.id = $1
+        """,
+        image_id,
+        kind,
+    )
+
+
+async def stored_bytes(pool: asyncpg.Pool, image_id: uuid.UUID) -> asyncpg.Record | None:
+    """The image's stored bytes and declared type; None when not stored (or no such image)."""
+    return await pool.fetchrow(
+        """SELECT b.content, i.content_type, i.filename FROM image_blobs b JOIN images i ON i.id = b.image_id
+           WHERE b.image_id = $1""",
+        image_id,
+    )
+
+
+async def face_box(pool: asyncpg.Pool, image_id: uuid.UUID, index: int, run: int) -> Box | None:
+    row = await pool.fetchrow(
+        """SELECT box_top, box_right, box_bottom, box_left FROM faces
+           WHERE image_id = $1 AND face_index = $2 AND run = $3""",
+        image_id,
+        index,
+        run,
+    )
+    if row is None:
+        return None
+    return Box(top=row["box_top"], right=row["box_right"], bottom=row["box_bottom"], left=row["box_left"])
+
+
+async def cache_rendering(
+    pool: asyncpg.Pool, image_id: uuid.UUID, kind: str, run: int, content: bytes
+) -> None:
+    """Keep a rendering for next time (the newest run's wins). An image erased meanwhile
+    keeps nothing: its row is gone, and the foreign key refuses the insert."""
+    with contextlib.suppress(asyncpg.ForeignKeyViolationError):
+        await pool.execute(
+            """INSERT INTO thumbnails (image_id, kind, run, content) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (image_id, kind) DO UPDATE SET run = excluded.run, content = excluded.content
+               WHERE thumbnails.run <= excluded.run""",
+            image_id,
+            kind,
+            run,
+            content,
+        )
+
+
+_UNKNOWN_FACE = """
+    SELECT f.image_id, f.face_index, f.box_top, f.box_right, f.box_bottom, f.box_left, f.encoding,
+           f.distance, f.seen_at, i.camera, i.filename, i.sha256, i.model
+    FROM faces f JOIN images i ON i.id = f.image_id AND i.run = f.run
+    WHERE f.person_id IS NULL AND f.encoding IS NOT NULL
+"""
+
+
+async def unknown_faces(pool: asyncpg.Pool, window: int) -> list[asyncpg.Record]:
+    """The newest ``window`` unknown faces with a stored encoding (faces_unknown_idx)."""
+    return await pool.fetch(
+        f"{_UNKNOWN_FACE} ORDER BY f.seen_at DESC NULLS LAST, f.image_id, f.face_index LIMIT $1", window
+    )
+
+
+async def faces_for_review(pool: asyncpg.Pool, keys: list[tuple[uuid.UUID, int]]) -> list[asyncpg.Record]:
+    """Those of ``keys`` (image id, face index) that are still unknown faces of their image's
+    current run with a stored encoding."""
+    return await pool.fetch(
+        f"""{_UNKNOWN_FACE} AND (f.image_id, f.face_index) IN (
+                SELECT * FROM unnest($1::uuid[], $2::int[]))
+            ORDER BY f.seen_at DESC NULLS LAST, f.image_id, f.face_index""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+
+
+async def unknown_encodings(pool: asyncpg.Pool, batch: int = 5000) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every stored unknown face's (image_id, encoding), ``batch`` rows at a time, through a
+    server-side cursor: memory holds one batch whatever the table's size."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        cursor = await conn.cursor(
+            """SELECT f.image_id, f.encoding FROM faces f JOIN images i ON i.id = f.image_id AND i.run = f.run
+               WHERE f.person_id IS NULL AND f.encoding IS NOT NULL"""
+        )
+        while rows := await cursor.fetch(batch):
+            yield rows
+
+
+async def rematch_sources(
+    pool: asyncpg.Pool, image_ids: list[uuid.UUID]
+) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+    """Each image's row and the faces of its current run (with encodings), for a re-match."""
+    images = await pool.fetch(
+        """SELECT id, run, width, height, model, submitted_at FROM images
+           WHERE id = ANY($1::uuid[]) AND status IN ('processed', 'unresolved')""",
+        image_ids,
+    )
+    faces = await pool.fetch(
+        """SELECT f.image_id, f.face_index, f.box_top, f.box_right, f.box_bottom, f.box_left, f.encoding
+           FROM faces f JOIN images i ON i.id = f.image_id AND i.run = f.run
+           WHERE f.image_id = ANY($1::uuid[]) ORDER BY f.image_id, f.face_index""",
+        image_ids,
+    )
+    by_image: dict[uuid.UUID, list[asyncpg.Record]] = defaultdict(list)
+    for f in faces:
+        by_image[f["image_id"]].append(f)
+    return [(i, by_image.get(i["id"], [])) for i in images]

@@ -63,6 +63,27 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
         "during the outage may still be on their way) instead of 404.",
     )
 
+    review_window: int = Field(
+        default=2000,
+        ge=1,
+        le=20_000,
+        description="The most unknown faces the review page groups at once (the newest); grouping "
+        "costs the pairs of them (api/review.py).",
+    )
+    review_cluster_threshold: float = Field(
+        default=0.5, gt=0, lt=2, description="Two unknown faces closer than this are linked in one group."
+    )
+    review_enroll_max: int = Field(
+        default=5, ge=1, le=50, description="Most faces of a named group enrolled (those nearest its centre)."
+    )
+    review_radius: float = Field(
+        default=0.6,
+        gt=0,
+        lt=2,
+        description="An unknown face this close to a named group has its image matched again (the "
+        "recognizers' rule then decides).",
+    )
+
     @model_validator(mode="after")
     def _a_photo_fits_in_a_request(self) -> Self:
         if self.max_request_bytes <= self.enroll_max_bytes:

@@ -73,15 +73,16 @@ def _enroll_one(args: tuple[str, str, int]) -> tuple[str, Vector | None, int, st
     Calls the product's own ``api.enrollment.scan_photo`` (``load_image``, ``find_faces``,
     ``largest_face``, then ``encode_box`` on the largest face's box with ``jitters`` copies).
     """
-    from api.enrollment import FaceFound, NoFace, scan_photo
+    from api.enrollment import LARGEST, FaceFound, NoFace, Rejected, scan_photo
 
     dataset, path, num_jitters = args
-    found = scan_photo((Path(dataset) / path).read_bytes(), num_jitters)
+    # The largest face, as the demo and the CLI enroll a portrait.
+    found = scan_photo((Path(dataset) / path).read_bytes(), num_jitters, LARGEST)
     if isinstance(found, FaceFound):
         return path, np.array(found.encoding, dtype=np.float64), found.faces_found, ""
     if isinstance(found, NoFace):
         return path, None, 0, ""
-    return path, None, 0, found.detail
+    return path, None, 0, found.detail if isinstance(found, Rejected) else "several faces"
 
 
 @dataclass

@@ -75,7 +75,12 @@ def enroll(api: httpx.Client, folder: Path, per_person: int | None = None) -> di
         added = 0
         for photo in photos[:per_person]:
             with photo.open("rb") as fh:
-                r = api.post(f"/v1/people/{pid}/faces", files={"file": (photo.name, fh)})
+                # A portrait's subject is its largest face (a photo may show bystanders).
+                r = api.post(
+                    f"/v1/people/{pid}/faces",
+                    params={"face_index": "largest"},
+                    files={"file": (photo.name, fh)},
+                )
             if r.status_code == 201:
                 added += 1
             else:

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import Authenticator, Credentials, credentials_from
 
-#: Methods that change nothing; the only ones HTTP Basic credentials are accepted for.
+#: Methods that change nothing: HTTP Basic credentials are accepted for them without more.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: Paths that need no key besides the app's schema and documentation pages (common.http.ops_router).
@@ -70,9 +70,10 @@ def cross_site(method: str, headers: Headers, credentials: Credentials | None) -
     browser then attaches to any request to this host, also one that another site's page
     makes (a plain form post needs no permission). So:
 
-    * Basic credentials are accepted only for safe methods (GET, HEAD, OPTIONS); a
-      client that changes state sends its key as ``X-API-Key`` or Bearer, headers that
-      a cross-site page cannot set without the CORS permission these services never give;
+    * Basic credentials are accepted for a request that changes state only when it also
+      carries ``X-Requested-With`` (the pages' buttons send it): a cross-site page cannot
+      set a header without the CORS permission these services never give, and a plain
+      form cannot set one at all. Other clients send their key as ``X-API-Key`` or Bearer;
     * a request that changes state and carries a browser's sign of another origin
       (``Sec-Fetch-Site`` other than ``same-origin``/``none``, or an ``Origin`` whose
       host is not the ``Host``) is refused, whatever its credentials.
@@ -85,10 +86,10 @@ def cross_site(method: str, headers: Headers, credentials: Credentials | None) -
     origin = headers.get("origin")
     if origin is not None and not _same_host(origin, headers.get("host", "")):
         return f"cross-site request refused (Origin {origin!r} is not this host)"
-    if credentials is not None and credentials.scheme == "basic":
+    if credentials is not None and credentials.scheme == "basic" and "x-requested-with" not in headers:
         return (
-            f"HTTP Basic credentials are accepted only for GET, HEAD and OPTIONS, not {method}: "
-            "send the key as X-API-Key or Authorization: Bearer"
+            f"HTTP Basic credentials are accepted for {method} only from the results pages (with "
+            "X-Requested-With): send the key as X-API-Key or Authorization: Bearer"
         )
     return None
 

@@ -39,13 +39,23 @@ async def erase_person(conn: Any, person_id: uuid.UUID | str) -> None:
     The id is remembered, so a result still in flight that names them is anonymised
     when it is projected (see ``stream.projector.faces_recognized``).
 
-    Faces once matched to them become unknown; an image left with no named face turns
-    ``unresolved`` (``unknown_faces``), as if the person had never been enrolled.
+    Faces once matched to them become unknown and anonymous: their encodings are nulled
+    too, as are those of the result faces the person was enrolled from (named in review),
+    so no biometric template of an erased person survives as an "unknown face". An image
+    left with no named face turns ``unresolved`` (``unknown_faces``), as if the person had
+    never been enrolled.
     """
     async with conn.transaction():
         await lock_person(conn, person_id)
+        await conn.execute(
+            """UPDATE faces SET encoding = NULL
+               FROM person_faces pf
+               WHERE pf.person_id = $1 AND faces.image_id = pf.source_image_id
+                 AND faces.face_index = pf.source_face_index AND faces.encoding IS NOT NULL""",
+            person_id,
+        )
         touched = await conn.fetch(
-            """UPDATE faces SET person_id = NULL, person_name = NULL
+            """UPDATE faces SET person_id = NULL, person_name = NULL, encoding = NULL
                WHERE person_id = $1 RETURNING image_id""",
             person_id,
         )

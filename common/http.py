@@ -7,10 +7,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
+from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -28,6 +31,8 @@ HTTP_LATENCY = Histogram(
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+#: Given a refused request, its status and the sentence why: a page to answer, or None.
+HtmlError = Callable[[Request, int, str], Response | None]
 
 
 def ops_router(readiness: ReadinessCheck) -> APIRouter:
@@ -90,22 +95,70 @@ def instrument(app: FastAPI, service: str) -> None:
     app.add_middleware(_Instrumented, service=service)
 
 
-def readable_validation_errors(app: FastAPI) -> None:
+def readable_validation_errors(app: FastAPI, html: HtmlError | None = None) -> None:
     """Answer invalid requests with 422 and one readable sentence in ``detail``.
 
     FastAPI's default ``detail`` is a list of objects; every facestream 4xx has a string.
+    ``html``, given the request, the status and the sentence, may answer a page instead
+    (for the routes that are pages: a person in a browser reads it), for these and for
+    every other refusal (HTTPException); it answers None for the JSON routes.
     """
 
-    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+    async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        return JSONResponse(
-            {"detail": f"invalid request: {problems}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
-        )
+        detail = f"invalid request: {problems}"
+        page = html(request, status.HTTP_422_UNPROCESSABLE_CONTENT, detail) if html else None
+        return page or JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    app.add_exception_handler(RequestValidationError, handler)
+    app.add_exception_handler(RequestValidationError, invalid)
+    if html is None:
+        return
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        page = html(request, exc.status_code, str(exc.detail)) if exc.status_code != 401 else None
+        if page is not None:
+            return page
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, refused)
+
+
+_KNOWN_QUERY: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters of a route and of every dependency under it."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_only(request: Request) -> None:
+    """A dependency that refuses (422) a query parameter the route does not declare.
+
+    FastAPI ignores unknown parameters, so a misspelt filter (``?stauts=failed``) silently
+    answers the unfiltered list; a client is told instead. Used app-wide by the results API.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _KNOWN_QUERY.get(id(route))
+    if known is None:  # the routes live as long as the app: computed once per route
+        known = _KNOWN_QUERY[id(route)] = frozenset(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"invalid request: unknown query parameter {', '.join(map(repr, unknown))} "
+            f"(this path takes: {listed})",
+        )
 
 
 def serve(app: FastAPI, host: str, port: int, log_level: str) -> None:

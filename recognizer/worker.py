@@ -5,6 +5,12 @@ Kafka consumer and producer and the delivery contract).
 Outcomes are keyed by image id and are deterministic for the same image, run and
 gallery, so a redone image produces the same result (the projector upserts).
 
+Two kinds of request: an image to recognize (``ImageSubmitted``, or
+``RecognitionRequested`` for a retry), and a ``RematchRequested``: the stored encodings
+of an image's faces, matched again against the gallery without the image (review named
+one of them). A re-match waits until this process's gallery has applied the gallery
+topic as far as the request says (:func:`answer`), so the enrollment behind it is in.
+
 The gallery is read from the compacted ``gallery`` topic from offset 0 (so a new replica
 needs nothing but the broker) and then tailed between images.
 """
@@ -21,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -35,9 +42,10 @@ from common.kafka import watermarks
 from recognizer import metrics
 from recognizer.core import DetectionConfig, Recognition, recognize
 from recognizer.errors import ImageRejected
-from recognizer.gallery import Gallery
+from recognizer.gallery import Gallery, Match
 from recognizer.settings import RecognizerSettings
 from schemas import codec, topics
+from schemas import encoding as enc
 from schemas import events as ev
 from schemas.codec import UnknownEvent
 from schemas.envelope import Envelope
@@ -45,6 +53,11 @@ from schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
 SOURCE = "recognizer"
+#: How long a re-match waits for this process's gallery to reach the version it asks for
+#: before it matches with the gallery it has (the result says which: ``gallery_version``).
+#: Well inside the pod's 90 s termination grace period (deploy/k8s/base/recognizer.yaml),
+#: so a SIGTERM during the wait still ends with the re-match answered.
+GALLERY_CATCH_UP_S = 30.0
 
 
 class FatalDeliveryError(RuntimeError):
@@ -111,6 +124,27 @@ class GalleryFeed:
         if applied:
             self._report()
         return applied
+
+    def catch_up(self, version: int, timeout: float = GALLERY_CATCH_UP_S) -> bool:
+        """Read the gallery topic until the gallery has applied it up to ``version`` (its
+        ``Gallery.version``), or ``timeout`` seconds have passed. Returns whether it got there.
+
+        The events are applied as they come, so it stops soon after ``version``, not at
+        the end of the topic. A version the topic never reaches (a request from another
+        cluster, a gallery recreated since) costs the whole timeout.
+        """
+        deadline = time.monotonic() + timeout
+        applied = 0
+        while self.gallery.version < version:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for msg in self._consumer.consume(1000, min(left, 0.5)):
+                self._apply(msg)
+                applied += 1
+        if applied:
+            self._report()
+        return self.gallery.version >= version
 
     def _apply(self, msg: Message) -> None:
         err = msg.error()
@@ -182,13 +216,49 @@ def serve(conn: Connection, ready: Callable[[], object], settings: RecognizerSet
             if item is None:
                 return
             topic, partition, offset, value = item
-            out = process_request(value, (topic, partition, offset), gallery, rule, cfg, name)
+            out = answer(value, (topic, partition, offset), feed, rule, cfg, name)
             observe(out)
             conn.send((out.topic, out.payload, out.label))
     except (EOFError, BrokenPipeError):
         return  # the supervisor is gone: nobody to answer
     finally:
         feed.close()
+
+
+class _Feed(Protocol):
+    """What :func:`answer` needs of a :class:`GalleryFeed`."""
+
+    gallery: Gallery
+
+    def catch_up(self, version: int, timeout: float) -> bool: ...
+
+
+def answer(
+    value: bytes,
+    origin: tuple[str, int, int],
+    feed: _Feed,
+    rule: ev.MatchRule,
+    cfg: DetectionConfig,
+    worker: str,
+) -> Processed:
+    """:func:`process_request`, and for a re-match that needs a newer gallery: read the
+    gallery topic up to the version it asks for (at most :data:`GALLERY_CATCH_UP_S`),
+    then match. After a timeout it matches with the gallery it has, and says so in the
+    log; the result's ``gallery_version`` records what it matched against. Never
+    returns "behind"."""
+    out = process_request(value, origin, feed.gallery, rule, cfg, worker)
+    if out.wait_for_gallery is None:
+        return out
+    if not feed.catch_up(out.wait_for_gallery, GALLERY_CATCH_UP_S):
+        log.warning(
+            "%s: re-match at %s@%d:%d wants gallery version %d; still at %d after %.0fs: matching anyway",
+            worker,
+            *origin,
+            out.wait_for_gallery,
+            feed.gallery.version,
+            GALLERY_CATCH_UP_S,
+        )
+    return process_request(value, origin, feed.gallery, rule, cfg, worker, stale_gallery_ok=True)
 
 
 def observe(out: Processed) -> None:
@@ -203,25 +273,43 @@ def observe(out: Processed) -> None:
                 metrics.MATCH_DISTANCE.observe(m.distance)
 
 
-def _request(value: bytes) -> tuple[Envelope[Any], ev.RecognitionRequested]:
+def _request(env: Envelope[Any]) -> ev.RecognitionRequested:
     """A first attempt (ImageSubmitted) or a retry (RecognitionRequested), as a request."""
-    env = codec.decode(value)
     if isinstance(env.data, ev.ImageSubmitted):
-        return env, ev.RecognitionRequested(image=env.data, attempt=1)
+        return ev.RecognitionRequested(image=env.data, attempt=1)
     if isinstance(env.data, ev.RecognitionRequested):
-        return env, env.data
+        return env.data
     raise SchemaError(f"expected an image to recognize, got {env.type}")
+
+
+def _dead_letter(
+    reason: ev.FailureReason, detail: str, value: bytes, origin: tuple[str, int, int], label: str
+) -> Processed:
+    dead = ev.ImageDeadLettered(
+        reason=reason,
+        detail=detail,
+        topic=origin[0],
+        partition=origin[1],
+        offset=origin[2],
+        raw=value[:65536].decode("utf-8", "replace"),
+    )
+    return Processed(topics.DEAD_LETTER, codec.encode_data(dead, source=SOURCE), label)
 
 
 @dataclass(frozen=True)
 class Processed:
     """What one request message turns into: the event to publish, and where (``topic``
-    None: nothing to publish, the message is passed over)."""
+    None: nothing to publish, the message is passed over).
+
+    ``wait_for_gallery`` (label "behind", nothing to publish): a re-match needs a gallery
+    that has applied the gallery topic up to this version; :func:`answer` catches up and
+    asks again. ``result`` is the recognition of an image (None for a re-match)."""
 
     topic: str | None
     payload: bytes
-    label: str  # the outcome, or "failed" / "error", for the metrics
+    label: str  # the outcome, or "failed" / "error" / "skipped" / "behind", for the metrics
     result: Recognition | None = None
+    wait_for_gallery: int | None = None
 
 
 def process_request(
@@ -231,6 +319,8 @@ def process_request(
     rule: ev.MatchRule,
     cfg: DetectionConfig,
     worker: str,
+    *,
+    stale_gallery_ok: bool = False,
 ) -> Processed:
     """Turn one ``images.submitted`` or ``images.recognize`` message into its outcome
     event; no I/O.
@@ -240,22 +330,22 @@ def process_request(
     ``images.failures``. A message that is not a valid request is dead-lettered when it
     came on ``images.recognize``; on ``images.submitted`` the stream worker dead-letters
     it, so it is only passed over here, like an event type or version this code does not
-    know (a newer producer's).
+    know (a newer producer's: that is how a recognizer older than ``RematchRequested``
+    treats one).
+
+    A ``RematchRequested`` (on ``images.recognize``) is matched without the image; see
+    :func:`_rematch`. If ``gallery`` is older than the version it asks for, the answer is
+    "behind" (``wait_for_gallery``) unless ``stale_gallery_ok``.
     """
     try:
-        env, request = _request(value)
+        env = codec.decode(value)
+        if isinstance(env.data, ev.RematchRequested) and origin[0] != topics.SUBMITTED:
+            return _rematch(env, env.data, value, origin, gallery, rule, worker, stale_gallery_ok)
+        request = _request(env)
     except SchemaError as exc:
         if isinstance(exc, UnknownEvent) or origin[0] == topics.SUBMITTED:
             return Processed(None, b"", "skipped")
-        dead = ev.ImageDeadLettered(
-            reason=ev.FailureReason.INVALID_EVENT,
-            detail=str(exc),
-            topic=origin[0],
-            partition=origin[1],
-            offset=origin[2],
-            raw=value[:65536].decode("utf-8", "replace"),
-        )
-        return Processed(topics.DEAD_LETTER, codec.encode_data(dead, source=SOURCE), "failed")
+        return _dead_letter(ev.FailureReason.INVALID_EVENT, str(exc), value, origin, "failed")
     image = request.image
 
     def fail(reason: ev.FailureReason, detail: str, retryable: bool) -> Processed:
@@ -292,6 +382,7 @@ def process_request(
             person_id=m.person_id,
             distance=m.distance,
             second_distance=m.second_distance,
+            encoding=enc.floats(f.encoding),
         )
         for i, (f, m) in enumerate(zip(result.faces, result.matches, strict=True))
     ]
@@ -314,3 +405,73 @@ def process_request(
     )
     payload = codec.encode_data(out, source=SOURCE, trace_id=env.trace_id)
     return Processed(topics.RESULTS, payload, result.outcome.value, result)
+
+
+def _rematch(
+    env: Envelope[Any],
+    request: ev.RematchRequested,
+    value: bytes,
+    origin: tuple[str, int, int],
+    gallery: Gallery,
+    rule: ev.MatchRule,
+    worker: str,
+    stale_gallery_ok: bool,
+) -> Processed:
+    """The faces of ``request`` matched again: a FacesRecognized of the request's run, with
+    the same faces (index, box, encoding) in index order; a face without an encoding stays
+    unknown (no distances). The outcome follows the rule of :func:`recognize`. The image's
+    stored result is left alone if matching fails: the request is dead-lettered (it has no
+    image to retry with), never turned into a RecognitionFailed that would fail the image.
+    """
+    if gallery.version < request.gallery_version and not stale_gallery_ok:
+        return Processed(None, b"", "behind", wait_for_gallery=request.gallery_version)
+    faces = sorted(request.faces, key=lambda f: f.index)
+    probes = [f for f in faces if f.encoding is not None]
+    try:
+        t0 = time.perf_counter()
+        found = gallery.match(np.array([f.encoding for f in probes]).reshape(-1, 128), rule)
+        match_ms = (time.perf_counter() - t0) * 1000
+    except Exception as exc:
+        log.exception("re-match of %s failed", request.image_id)
+        return _dead_letter(
+            ev.FailureReason.INTERNAL_ERROR, f"re-match failed: {exc!r}"[:500], value, origin, "error"
+        )
+    matches: dict[int, Match] = {f.index: m for f, m in zip(probes, found, strict=True)}
+    out_faces = []
+    for f in faces:
+        m = matches.get(f.index)
+        out_faces.append(
+            ev.FaceMatch(
+                index=f.index,
+                box=f.box,
+                person_id=None if m is None else m.person_id,
+                distance=None if m is None else m.distance,
+                second_distance=None if m is None else m.second_distance,
+                encoding=f.encoding,
+            )
+        )
+    if not out_faces:
+        outcome = ev.Outcome.NO_FACE
+    elif any(f.person_id is not None for f in out_faces):
+        outcome = ev.Outcome.IDENTIFIED
+    else:
+        outcome = ev.Outcome.UNKNOWN_FACES
+    out = ev.FacesRecognized(
+        image_id=request.image_id,
+        run=request.run,
+        attempt=1,
+        outcome=outcome,
+        faces=out_faces,
+        width=request.width,
+        height=request.height,
+        model=request.model,
+        rule=rule,
+        gallery_version=gallery.version,
+        gallery_size=len(gallery),
+        timings_ms={"match": round(match_ms, 2)},
+        worker=worker,
+        submitted_at=request.submitted_at,
+        recognized_at=datetime.now(UTC),
+    )
+    payload = codec.encode_data(out, source=SOURCE, trace_id=env.trace_id)
+    return Processed(topics.RESULTS, payload, outcome.value)

@@ -10,6 +10,8 @@ broker with an authorizer and ``allow.everyone.if.no.acl.found=false``.
 The point of the split: the recognizer parses untrusted images, so it may read the
 gallery but never write it (nor read what the API or the stream write into the read
 model); ingest may only publish submissions; nobody but the admin creates topics.
+What the API publishes on ``images.recognize`` (re-matches) carries encodings, never an
+image; a recognizer that reads it detects nothing.
 
 Every service principal may DESCRIBE every facestream topic: each service runs
 :func:`common.kafka.ensure_topics` at start-up, which checks that every declared topic
@@ -167,6 +169,9 @@ API = _principal(
     on_topics([topics.GALLERY], W),
     # Re-runs (api/routes/images.py) and the dead-letter replay (api/dead_letters.py).
     on_topics([topics.SUBMITTED], W),
+    # Re-matches after a face is named in review: RematchRequested (schemas/events.py),
+    # stored encodings matched again without the image.
+    on_topics([topics.RECOGNIZE], W),
     on_topics([topics.DEAD_LETTER], R),
     on_group(REPLAY_GROUP, R),
 )

@@ -33,6 +33,7 @@ class UnknownEvent(SchemaError):
 EVENT_TYPES: dict[str, tuple[int, type[BaseModel]]] = {
     "facestream.image.submitted": (1, ev.ImageSubmitted),
     "facestream.recognition.requested": (1, ev.RecognitionRequested),
+    "facestream.rematch.requested": (1, ev.RematchRequested),
     "facestream.faces.recognized": (1, ev.FacesRecognized),
     "facestream.recognition.failed": (1, ev.RecognitionFailed),
     "facestream.image.failed": (1, ev.ImageFailed),

@@ -9,7 +9,8 @@ Topics and what travels on them (see :mod:`schemas.topics`):
 topic                       events                                     key
 ==========================  =========================================  ===================
 images.submitted            ImageSubmitted                             image id
-images.recognize            RecognitionRequested (retries)             image id
+images.recognize            RecognitionRequested (retries),            image id
+                            RematchRequested (review: match again)
 images.failures             RecognitionFailed (+ the request)          image id
 images.retry                (read only: older stream workers' retries) image id
 images.results              FacesRecognized, ImageFailed               image id
@@ -22,11 +23,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Ids are UUIDs in canonical text form (any version).
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+#: A face's encoding: 128 numbers (dlib's face_recognition_resnet_model_v1). Stored as 128
+#: float32 (:mod:`schemas.encoding`), so events carry them at float32 precision.
+Encoding = Annotated[list[float], Field(min_length=128, max_length=128)]
 
 
 class _Data(BaseModel):
@@ -89,6 +95,12 @@ class FaceMatch(_Data):
     )
     distance: float | None = Field(default=None, description="Distance to the matched (or nearest) person.")
     second_distance: float | None = Field(default=None, description="Distance to the second-nearest person.")
+    encoding: Encoding | None = Field(
+        default=None,
+        description="The face's encoding (128 numbers, float32 precision), so that it can be enrolled "
+        "from the result or matched again without detecting. Biometric data: kept only as long as the "
+        "image, and nulled when the matched person is erased. Absent from older recognizers' results.",
+    )
 
 
 class ModelInfo(_Data):
@@ -137,6 +149,59 @@ class FacesRecognized(_Data):
     worker: str | None = None
     submitted_at: datetime | None = None
     recognized_at: datetime
+
+
+class FaceToMatch(_Data):
+    """One face of a :class:`RematchRequested`: where it is and its stored encoding."""
+
+    index: int = Field(ge=0, description="The face's index in the image's result; kept in the new result.")
+    box: Box
+    encoding: Encoding | None = Field(
+        default=None,
+        description="The face's encoding as stored with the result. null: the face stays unknown "
+        "(its encoding was erased with a person, or the result predates encodings).",
+    )
+
+
+class RematchRequested(_Data):
+    """A re-match of an image's faces was asked for: match their stored encodings against
+    the gallery again, without the image and without detecting anew (e.g. after a face of
+    it was named in review). Travels on ``images.recognize``, keyed by image id.
+
+    The outcome is an ordinary :class:`FacesRecognized` of run ``run`` with the same faces
+    (indices, boxes, encodings), so the projector stores it like any newer run. The
+    recognizer matches only once it has applied the gallery topic up to
+    ``gallery_version`` (its ``Gallery.version``, the offset after the last gallery event
+    applied), so that the enrollment that caused the re-match is in.
+
+    Recognizers older than this event see an unknown event type and pass it over (their
+    offset is committed and nothing is published): during a rolling upgrade a re-match
+    taken by an old replica is lost, not failed, and can be asked for again.
+    """
+
+    image_id: str = Field(pattern=UUID_PATTERN, description="Id of the image (UUID); the Kafka key.")
+    run: int = Field(ge=1, description="The run the result will carry: the stored run + 1.")
+    faces: list[FaceToMatch] = Field(description="Every face of the stored result, each index once.")
+    width: int = Field(ge=1, description="The image's width in pixels (upright), as stored.")
+    height: int = Field(ge=1, description="The image's height in pixels (upright), as stored.")
+    gallery_version: int = Field(
+        ge=0,
+        description="Match only with a gallery that has applied the gallery topic up to here (the "
+        "offset after the enrollment that asked for the re-match).",
+    )
+    model: ModelInfo = Field(description="The model the encodings were computed with (kept in the result).")
+    submitted_at: datetime | None = Field(default=None, description="When the image was submitted.")
+    requested_at: datetime
+    reason: str | None = Field(
+        default=None, max_length=1000, description='Why, for people: e.g. "review: named as <person id>".'
+    )
+
+    @model_validator(mode="after")
+    def _indices_are_unique(self) -> Self:
+        indices = [f.index for f in self.faces]
+        if len(set(indices)) != len(indices):
+            raise ValueError("each face index may appear once")
+        return self
 
 
 class FailureReason(StrEnum):

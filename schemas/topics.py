@@ -47,6 +47,8 @@ TOPICS: tuple[Topic, ...] = (
     # Results name no one (people are named only in the gallery and the read model), and
     # like every images.* topic they expire after RETENTION_DAYS: what an erasure cannot
     # delete from a log is gone from it within that time (README, "What is kept where").
+    # That includes each face's encoding (biometric data, carried for review and
+    # re-matches), as on images.recognize in a RematchRequested.
     Topic(RESULTS, 12, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete"}),
     Topic(DEAD_LETTER, 4, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
     # One partition keeps every gallery change in one order; compaction keeps the latest

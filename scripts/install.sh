@@ -33,6 +33,17 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   fi
 fi
 
+# A real browser for tests/browser and `make screenshots` (Playwright drives it; it never
+# downloads one of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[install] apt-get install chromium" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[install] please install: chromium" >&2; exit 1
+  fi
+fi
+
 stamp=$venv/.installed-$(cat "$root/pyproject.toml" "$0" "$root/scripts/fetch_swagger_ui.py" | md5sum | cut -c1-12)
 [ -f "$stamp" ] && exit 0
 echo "[install] creating $venv (pinned dependencies from pyproject.toml)" >&2

@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from common.erasure import erase_person, lock_image, lock_person
+from schemas import encoding as enc
 from schemas import events as ev
 from schemas.lifecycle import Status, reason_of, status_of
 from schemas.topics import face_key, person_key
@@ -85,7 +86,8 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
     """Store the final status and every face. Returns False if a newer run is stored.
 
     A person erased since the recognizer matched them is not stored: their faces become
-    unknown (a result in flight during an erasure must not bring the name back).
+    unknown and lose their encodings (a result in flight during an erasure must not bring
+    the name back, nor keep the erased person's face as an "unknown" one).
     """
     async with conn.transaction():
         if await lock_image(conn, e.image_id):
@@ -129,7 +131,7 @@ async def faces_recognized(conn: asyncpg.Connection, e: ev.FacesRecognized, fini
 
 
 async def _without_erased_people(conn: asyncpg.Connection, e: ev.FacesRecognized) -> ev.FacesRecognized:
-    """``e`` with every face naming an erased person made unknown."""
+    """``e`` with every face naming an erased person made unknown, without its encoding."""
     named = [f.person_id for f in e.faces if f.person_id is not None]
     if not named:
         return e
@@ -137,7 +139,10 @@ async def _without_erased_people(conn: asyncpg.Connection, e: ev.FacesRecognized
     erased = {str(r["id"]) for r in rows}
     if not erased:
         return e
-    faces = [f.model_copy(update={"person_id": None}) if f.person_id in erased else f for f in e.faces]
+    faces = [
+        f.model_copy(update={"person_id": None, "encoding": None}) if f.person_id in erased else f
+        for f in e.faces
+    ]
     e = e.model_copy(update={"faces": faces})
     if not any(f.person_id for f in e.faces):
         e = e.model_copy(update={"outcome": ev.Outcome.UNKNOWN_FACES})
@@ -149,13 +154,16 @@ async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
 
     A face's name is not stored: the API reads it from ``people``, so a rename shows
     everywhere and an erasure leaves none behind (older events' ``person_name`` is ignored).
+    Its encoding is (512 bytes, :mod:`schemas.encoding`; NULL when the event has none), and
+    ``seen_at``: the image's submission time, from the event or else from its image row.
     """
     await conn.execute("DELETE FROM faces WHERE image_id = $1", e.image_id)
     if e.faces:
         await conn.executemany(
             """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
-                                  person_id, distance, second_distance)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+                                  person_id, distance, second_distance, encoding, seen_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                       coalesce($12::timestamptz, (SELECT submitted_at FROM images WHERE id = $1)))""",
             [
                 (
                     e.image_id,
@@ -168,6 +176,8 @@ async def _store_faces(conn: asyncpg.Connection, e: ev.FacesRecognized) -> None:
                     f.person_id,
                     f.distance,
                     f.second_distance,
+                    None if f.encoding is None else enc.pack(f.encoding),
+                    e.submitted_at,
                 )
                 for f in e.faces
             ],
@@ -220,7 +230,11 @@ async def person_enrolled(conn: asyncpg.Connection, e: ev.PersonEnrolled) -> Non
 
 async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
     """Store the enrolled face, and note that its key is on the gallery topic. A face of an
-    erased person (an enrollment that raced the erasure) is queued for a tombstone instead."""
+    erased person (an enrollment that raced the erasure) is queued for a tombstone instead.
+
+    The face's row may be the API's, inserted first with what only it knows (the crop, the
+    result face it came from): the encoding and the photo's SHA-256 are then filled in
+    where the row has none, and nothing else is touched."""
     async with conn.transaction():
         if await lock_person(conn, e.person_id):
             await gallery_purge.queue(conn, [face_key(e.person_id, e.face_id)])
@@ -238,14 +252,18 @@ async def face_enrolled(conn: asyncpg.Connection, e: ev.FaceEnrolled) -> None:
             e.person_id,
         )
         await conn.execute(
-            """INSERT INTO person_faces (id, person_id, filename, box, enrolled_at)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (id) DO NOTHING""",
+            """INSERT INTO person_faces (id, person_id, filename, box, enrolled_at, encoding, source_sha256)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (id) DO UPDATE SET
+                   encoding = coalesce(person_faces.encoding, excluded.encoding),
+                   source_sha256 = coalesce(person_faces.source_sha256, excluded.source_sha256)""",
             e.face_id,
             e.person_id,
             e.filename,
             e.box.model_dump(mode="json"),
             e.enrolled_at,
+            enc.pack(e.encoding),
+            e.source_sha256,
         )
 
 

@@ -12,24 +12,22 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from api import queries
+from api import imaging, queries, renderings
 from api.deps import OutagesDep, PoolDep, PublisherDep
 from api.models import (
     ImageErasedPublic,
     ImagePublic,
     ImagesPublic,
-    ImageStatus,
     RerunnableStatus,
     RerunPublic,
     RerunsPublic,
-    Text,
 )
-from api.routes.paging import Limit, Offset
+from api.routes.paging import ImageFilterDep, Limit, PageDep
 from common.auth import require
 from common.erasure import erase_image
 from common.errors import BrokerUnavailable
@@ -40,6 +38,17 @@ from schemas.topics import SUBMITTED
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
+#: Image answers are the caller's own data: kept by the browser, never by a shared cache;
+#: never sniffed as anything but what they say; never run as a page.
+_PRIVATE = {
+    "Cache-Control": "private, max-age=300",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
+_IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}, "description": "The image."}
+}
+
 #: Most images one bulk re-run resubmits; each one is a full image on the broker.
 RERUN_MAX = 10_000
 #: Images whose bytes are in memory at once during a bulk re-run.
@@ -47,20 +56,10 @@ _RERUN_BATCH = 10
 
 
 @router.get("", dependencies=[require("query")])
-async def list_images(
-    pool: PoolDep,
-    status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    person: Annotated[
-        uuid.UUID | None, Query(description="Only images where this person was identified.")
-    ] = None,
-    camera: Annotated[Text | None, Query(max_length=255)] = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
-) -> ImagesPublic:
-    """Images newest first, with each face's box and person; ``count`` is the filtered total."""
-    return await queries.list_images(
-        pool, status=status_filter, person_id=person, camera=camera, limit=limit, offset=offset
-    )
+async def list_images(pool: PoolDep, f: ImageFilterDep, page: PageDep, limit: Limit = 50) -> ImagesPublic:
+    """Images newest first, with each face's box and person; ``count`` is the filtered total
+    (up to 10,000). Page with ``cursor`` (the previous page's ``next_cursor``)."""
+    return await queries.list_images(pool, f, limit=limit, offset=page.offset, after=page.cursor)
 
 
 @router.get("/{image_id}", dependencies=[require("query")])
@@ -78,6 +77,46 @@ async def get_image(image_id: uuid.UUID, pool: PoolDep, outages: OutagesDep) -> 
             )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
     return image
+
+
+@router.get("/{image_id}/file", dependencies=[require("query")], responses=_IMAGE_RESPONSE)
+async def image_file(image_id: uuid.UUID, pool: PoolDep) -> Response:
+    """The image's bytes as submitted; 404 if no such image or its bytes are no longer stored."""
+    row = await queries.stored_bytes(pool, image_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored bytes for image {image_id}")
+    declared = (row["content_type"] or "").lower()
+    # Only an image type is ever echoed: the bytes came from a client.
+    media = declared if declared in imaging.SAFE_TYPES else "application/octet-stream"
+    return Response(row["content"], media_type=media, headers=_PRIVATE)
+
+
+@router.get("/{image_id}/thumbnail", dependencies=[require("query")], responses=_IMAGE_RESPONSE)
+async def image_thumbnail(image_id: uuid.UUID, pool: PoolDep) -> Response:
+    """A JPEG of the whole image, upright, at most 240 pixels on its longest side; made once, then cached."""
+    return _jpeg(await renderings.get(pool, image_id, imaging.THUMB))
+
+
+@router.get("/{image_id}/preview", dependencies=[require("query")], responses=_IMAGE_RESPONSE)
+async def image_preview(image_id: uuid.UUID, pool: PoolDep) -> Response:
+    """A JPEG of the whole image, upright (the frame of the faces' boxes), at most 1600 pixels on
+    its longest side: what the image's page shows. Made once, then cached."""
+    return _jpeg(await renderings.get(pool, image_id, imaging.PREVIEW))
+
+
+@router.get("/{image_id}/faces/{index}/crop", dependencies=[require("query")], responses=_IMAGE_RESPONSE)
+async def face_crop(
+    image_id: uuid.UUID,
+    index: Annotated[int, Path(ge=0, le=10_000, description="The face's index.")],
+    pool: PoolDep,
+) -> Response:
+    """A square JPEG crop around one face of the image's latest run (160 pixels); made once, then cached.
+    404 if the image, its bytes or the face are not there."""
+    return _jpeg(await renderings.get(pool, image_id, imaging.Kind.face(index)))
+
+
+def _jpeg(content: bytes) -> Response:
+    return Response(content, media_type="image/jpeg", headers=_PRIVATE)
 
 
 @router.post("/rerun", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("submit")])

@@ -9,34 +9,37 @@ instead of enrolling twice.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Header, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, UploadFile, status
+from fastapi.responses import JSONResponse
 
-from api import queries
+from api import gallery, queries
 from api.deps import EncoderDep, PoolDep, PublisherDep, SettingsDep
-from api.enrollment import EncoderCrashed, FaceFound, NoFace, Rejected
+from api.enrollment import LARGEST, EncoderCrashed, FaceFound, NoFace, Rejected, SeveralFaces
 from api.models import (
+    FaceChoicePublic,
     FaceEnrollmentPublic,
+    FaceRemovedPublic,
     ImagesPublic,
     PeoplePublic,
     PersonCreate,
     PersonDetailPublic,
     PersonErasedPublic,
+    PersonMerge,
+    PersonMergedPublic,
     PersonPublic,
+    PersonRename,
+    SeveralFacesPublic,
     storable_filename,
 )
-from api.routes.paging import Limit, Offset
+from api.routes.paging import Limit, Offset, PageDep
 from common.auth import require
-from common.erasure import erase_person
-from common.errors import BrokerUnavailable
-from common.publisher import Publisher
-from schemas.events import FaceEnrolled, PersonEnrolled
-from schemas.topics import GALLERY, face_key, person_key
+from schemas.encoding import unpack
+from schemas.events import Box, ModelInfo
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
 
@@ -45,29 +48,42 @@ def _not_found(person_id: uuid.UUID) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no person with id {person_id}")
 
 
-@router.get("", dependencies=[require("query")])
-async def list_people(pool: PoolDep, limit: Limit = 50, offset: Offset = 0) -> PeoplePublic:
-    """Enrolled people, with how many faces each has."""
-    return await queries.list_people(pool, limit=limit, offset=offset)
-
-
-@router.get("/{person_id}", dependencies=[require("query")])
-async def get_person(person_id: uuid.UUID, pool: PoolDep) -> PersonDetailPublic:
-    """One person and their enrolled faces; 404 if there is none with this id."""
+async def _person(pool: asyncpg.Pool, person_id: uuid.UUID) -> PersonDetailPublic:
     person = await queries.get_person(pool, person_id)
     if person is None:
         raise _not_found(person_id)
     return person
 
 
+@router.get("", dependencies=[require("query")])
+async def list_people(
+    pool: PoolDep,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Only people whose name contains this (any case).")
+    ] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> PeoplePublic:
+    """Enrolled people by name, with how many faces each has."""
+    return await queries.list_people(pool, q=q, limit=limit, offset=offset)
+
+
+@router.get("/{person_id}", dependencies=[require("query")])
+async def get_person(person_id: uuid.UUID, pool: PoolDep) -> PersonDetailPublic:
+    """One person and their enrolled faces; 404 if there is none with this id."""
+    return await _person(pool, person_id)
+
+
 @router.get("/{person_id}/images", dependencies=[require("query")])
 async def person_images(
-    person_id: uuid.UUID, pool: PoolDep, limit: Limit = 50, offset: Offset = 0
+    person_id: uuid.UUID, pool: PoolDep, page: PageDep, limit: Limit = 50
 ) -> ImagesPublic:
-    """Images in whose latest run this person was identified, newest first."""
+    """Images in whose latest run this person was identified, newest first (``cursor`` pages)."""
     if not await queries.person_exists(pool, person_id):
         raise _not_found(person_id)
-    return await queries.list_images(pool, person_id=person_id, limit=limit, offset=offset)
+    return await queries.list_images(
+        pool, queries.ImageFilter(person_id=person_id), limit=limit, offset=page.offset, after=page.cursor
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")])
@@ -81,17 +97,9 @@ async def create_person(body: PersonCreate, pool: PoolDep, publisher: PublisherD
     if body.id is not None and await pool.fetchval("SELECT true FROM erased_people WHERE id = $1", body.id):
         # The projector would tombstone the new person at once (an erased id never returns).
         raise HTTPException(status.HTTP_409_CONFLICT, f"person {person_id} was erased; its id is not reused")
-    async with pool.acquire() as conn, conn.transaction():
-        # A concurrent request with the same id waits here until the first one commits.
-        row = await conn.fetchrow(
-            "INSERT INTO people (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING created_at",
-            person_id,
-            body.name,
-        )
-        if row is not None:
-            event = PersonEnrolled(person_id=str(person_id), name=body.name, enrolled_at=row["created_at"])
-            await publisher.publish_event(GALLERY, person_key(str(person_id)), event)
-            return PersonPublic(id=person_id, name=body.name, face_count=0, created_at=row["created_at"])
+    created = await gallery.create_person(pool, publisher, person_id, body.name)
+    if created is not None:
+        return PersonPublic(id=person_id, name=body.name, face_count=0, created_at=created)
     # The id exists: stored by an earlier request with it (whose event was acknowledged
     # before its row committed), or by the projector from the gallery topic.
     existing = await queries.get_person(pool, person_id)
@@ -113,42 +121,118 @@ async def delete_person(person_id: uuid.UUID, pool: PoolDep, publisher: Publishe
     """
     if not await queries.person_exists(pool, person_id):
         raise _not_found(person_id)
-    face_ids = [
-        r["id"] for r in await pool.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
-    ]
-    faces = [face_key(str(person_id), str(f)) for f in face_ids]
-    try:
-        # Faces first: once the projector reads the person's tombstone it queues one for
-        # every face still on the gallery (stream.gallery_purge), so the faces' own must
-        # come before it, or each would be published twice.
-        await asyncio.gather(*(publisher.publish(GALLERY, None, k) for k in faces))
-        await publisher.publish(GALLERY, None, person_key(str(person_id)))
-    except BrokerUnavailable as exc:
-        raise BrokerUnavailable(f"the erasure was not acknowledged: {exc}", exc.retry_after) from exc
-    async with pool.acquire() as conn:
-        await erase_person(conn, person_id)
-    return PersonErasedPublic(person_id=person_id, faces_removed=len(face_ids))
+    removed = await gallery.erase(pool, publisher, person_id)
+    return PersonErasedPublic(person_id=person_id, faces_removed=removed)
 
 
-@router.post("/{person_id}/faces", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")])
+@router.patch("/{person_id}", dependencies=[require("enroll")])
+async def rename_person(
+    person_id: uuid.UUID, body: PersonRename, pool: PoolDep, publisher: PublisherDep
+) -> PersonDetailPublic:
+    """Rename a person: a new ``PersonEnrolled`` under the same gallery key, so every result
+    shows the new name at once. 404 unknown person, 503 if the broker does not acknowledge
+    (nothing changes)."""
+    if not await gallery.rename_person(pool, publisher, person_id, body.name):
+        raise _not_found(person_id)
+    return await _person(pool, person_id)
+
+
+@router.post("/{person_id}/merge", dependencies=[require("admin")])
+async def merge_person(
+    person_id: uuid.UUID, body: PersonMerge, pool: PoolDep, publisher: PublisherDep
+) -> PersonMergedPublic:
+    """Merge the person ``from`` into this one: each of their enrolled faces is enrolled again
+    under this person (``FaceEnrolled``, the same encoding), the images they were named in
+    name this person, and then ``from`` is erased (tombstones). A retry after a 503 is safe:
+    the re-enrolled faces have ids derived from the originals. 404 unknown person, 409 merging
+    a person into themselves or a face enrolled before encodings were kept (enroll it again).
+    """
+    source = body.from_
+    if source == person_id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "a person cannot be merged into themselves")
+    for pid in (person_id, source):
+        if not await queries.person_exists(pool, pid):
+            raise _not_found(pid)
+    faces = await pool.fetch(
+        "SELECT * FROM person_faces WHERE person_id = $1 ORDER BY enrolled_at, id", source
+    )
+    missing = [str(f["id"]) for f in faces if f["encoding"] is None or f["model"] is None]
+    if missing:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"face(s) {', '.join(missing)} of person {source} were enrolled before encodings were kept: "
+            "enroll those photos under the other person instead",
+        )
+    moved = 0
+    for f in faces:
+        face = gallery.NewFace(
+            encoding=unpack(f["encoding"]),
+            model=ModelInfo.model_validate(f["model"]),
+            box=Box.model_validate(f["box"]),
+            crop=f["crop"],
+            source_sha256=f["source_sha256"],
+            filename=f["filename"],
+            source_image_id=f["source_image_id"],
+            source_face_index=f["source_face_index"],
+        )
+        face_id = uuid.uuid5(person_id, str(f["id"]))  # the same on a retry
+        try:
+            row, _ = await gallery.enroll_face(pool, publisher, person_id, face_id, face)
+        except asyncpg.ForeignKeyViolationError:  # erased meanwhile
+            raise _not_found(person_id) from None
+        moved += row is not None
+    # The images naming them name this person now; then the erasure finds none to anonymise.
+    relabelled = await pool.execute("UPDATE faces SET person_id = $1 WHERE person_id = $2", person_id, source)
+    await gallery.erase(pool, publisher, source)
+    return PersonMergedPublic(
+        person_id=person_id, merged=source, faces_moved=moved, faces_relabelled=int(relabelled.split()[-1])
+    )
+
+
+@router.post(
+    "/{person_id}/faces",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[require("enroll")],
+    response_model=FaceEnrollmentPublic,
+    responses={
+        200: {
+            "model": FaceEnrollmentPublic,
+            "description": "This photo was already enrolled for this person.",
+        },
+        422: {
+            "model": SeveralFacesPublic,
+            "description": "Not an image, no face, or several faces and no face_index.",
+        },
+    },
+)
 async def enroll_face(
     person_id: uuid.UUID,
     file: UploadFile,
+    response: Response,
     pool: PoolDep,
     publisher: PublisherDep,
     encoder: EncoderDep,
     settings: SettingsDep,
     face_id: Annotated[uuid.UUID | None, Query(description="Client-chosen id: makes retries safe.")] = None,
+    face_index: Annotated[
+        str | None,
+        Query(
+            pattern=r"^([0-9]{1,4}|largest)$",
+            description="Which face of a photo with several (left to right, from 0, as the 422 lists "
+            "them), or `largest`. Not needed for a photo with one face.",
+        ),
+    ] = None,
     idempotency_key: Annotated[uuid.UUID | None, Header(description="Same as face_id.")] = None,
-) -> FaceEnrollmentPublic:
-    """Enroll the face in an uploaded photo and publish ``FaceEnrolled`` to the gallery.
+) -> FaceEnrollmentPublic | JSONResponse:
+    """Enroll a face of an uploaded photo and publish ``FaceEnrolled`` to the gallery.
 
     The photo is decoded and encoded in the process pool with the recognizers' detection
-    settings. With several faces the largest is enrolled (an enrollment photo is a
-    portrait of its subject; bystanders are smaller); ``faces_found`` tells the client.
-    404 unknown person, 413 file too large, 422 not an image or no face, 409 if the
-    face id belongs to another person, 503 if the broker does not acknowledge (nothing
-    is stored). A retry with the same face id returns the stored face unchanged.
+    settings. A photo with several faces answers 422 with their boxes (``faces``) unless
+    ``face_index`` says which. The same photo (by SHA-256) enrolled again for this person
+    answers 200 with the face stored the first time. 404 unknown person, 413 file too large,
+    422 not an image or no face, 409 if the face id belongs to another person, 503 if the
+    broker does not acknowledge (nothing is stored). A retry with the same face id returns
+    the stored face unchanged.
     """
     if face_id and idempotency_key and face_id != idempotency_key:
         raise HTTPException(
@@ -165,8 +249,18 @@ async def enroll_face(
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE, f"the photo is larger than {settings.enroll_max_bytes} bytes"
         )
+    sha256 = hashlib.sha256(data).hexdigest()
+    same_photo = await pool.fetchrow(
+        "SELECT * FROM person_faces WHERE person_id = $1 AND source_sha256 = $2 LIMIT 1", person_id, sha256
+    )
+    if same_photo is not None:
+        response.status_code = status.HTTP_200_OK
+        return FaceEnrollmentPublic(**queries.enrolled_face(same_photo).model_dump(), faces_found=None)
+    choice: int | str | None = (
+        None if face_index is None else (LARGEST if face_index == LARGEST else int(face_index))
+    )
     try:
-        scan = await encoder.scan(data, settings.enroll_num_jitters)
+        scan = await encoder.scan(data, settings.enroll_num_jitters, choice)
     except EncoderCrashed:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "not a usable image: encoding it crashed the worker twice"
@@ -177,7 +271,42 @@ async def enroll_face(
         )
     if isinstance(scan, NoFace):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no face found in the photo")
-    return await _store_face(pool, publisher, person_id, key or uuid.uuid4(), scan, data, file.filename)
+    if isinstance(scan, SeveralFaces):
+        asked = "" if face_index is None else f" (face_index {face_index} is not one of them)"
+        body = SeveralFacesPublic(
+            detail=f"the photo has {len(scan.boxes)} faces{asked}: say which with face_index "
+            f"(0 to {len(scan.boxes) - 1}, left to right) or face_index=largest",
+            faces=[FaceChoicePublic(index=i, box=b) for i, b in enumerate(scan.boxes)],
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return await _store_face(pool, publisher, person_id, key or uuid.uuid4(), scan, sha256, file.filename)
+
+
+@router.delete("/{person_id}/faces/{face_id}", dependencies=[require("enroll")])
+async def remove_face(
+    person_id: uuid.UUID, face_id: uuid.UUID, pool: PoolDep, publisher: PublisherDep
+) -> FaceRemovedPublic:
+    """Remove one enrolled face (a wrong photo): its gallery tombstone, then its row. The
+    recognizers stop matching it as they read the tombstone. 404 if the person has no such face."""
+    if not await gallery.remove_face(pool, publisher, person_id, face_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"person {person_id} has no enrolled face {face_id}")
+    return FaceRemovedPublic(person_id=person_id, face_id=face_id)
+
+
+@router.get(
+    "/{person_id}/faces/{face_id}/crop",
+    dependencies=[require("query")],
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The crop."}},
+)
+async def enrolled_face_crop(person_id: uuid.UUID, face_id: uuid.UUID, pool: PoolDep) -> Response:
+    """A JPEG crop of an enrolled face, made when it was enrolled; 404 if there is none (a face
+    enrolled by another client through the gallery topic has no crop)."""
+    crop = await pool.fetchval(
+        "SELECT crop FROM person_faces WHERE id = $1 AND person_id = $2", face_id, person_id
+    )
+    if crop is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no crop of face {face_id} of person {person_id}")
+    return Response(crop, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 async def _stored_face(
@@ -194,43 +323,27 @@ async def _stored_face(
 
 async def _store_face(
     pool: asyncpg.Pool,
-    publisher: Publisher,
+    publisher: PublisherDep,
     person_id: uuid.UUID,
     face_id: uuid.UUID,
     scan: FaceFound,
-    data: bytes,
+    sha256: str,
     filename: str | None,
 ) -> FaceEnrollmentPublic:
-    filename = storable_filename(filename)
-    async with pool.acquire() as conn, conn.transaction():
-        try:
-            row = await conn.fetchrow(
-                """
-                INSERT INTO person_faces (id, person_id, filename, box) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (id) DO NOTHING RETURNING *
-                """,
-                face_id,
-                person_id,
-                filename,
-                scan.box.model_dump(),
-            )
-        except asyncpg.ForeignKeyViolationError:  # the person was removed during the scan
-            raise _not_found(person_id) from None
-        if row is not None:
-            event = FaceEnrolled(
-                person_id=str(person_id),
-                face_id=str(face_id),
-                encoding=scan.encoding,
-                model=scan.model,
-                box=scan.box,
-                source_sha256=hashlib.sha256(data).hexdigest(),
-                filename=filename,
-                enrolled_at=row["enrolled_at"],
-            )
-            await publisher.publish_event(GALLERY, face_key(str(person_id), str(face_id)), event)
-            return FaceEnrollmentPublic(
-                **queries.enrolled_face(row).model_dump(), faces_found=scan.faces_found
-            )
+    face = gallery.NewFace(
+        encoding=scan.encoding,
+        model=scan.model,
+        box=scan.box,
+        crop=scan.crop,
+        source_sha256=sha256,
+        filename=storable_filename(filename),
+    )
+    try:
+        row, _ = await gallery.enroll_face(pool, publisher, person_id, face_id, face)
+    except asyncpg.ForeignKeyViolationError:  # the person was removed during the scan
+        raise _not_found(person_id) from None
+    if row is not None:
+        return FaceEnrollmentPublic(**queries.enrolled_face(row).model_dump(), faces_found=scan.faces_found)
     # A concurrent request with the same face id committed first.
     replay = await _stored_face(pool, person_id, face_id)
     if replay is None:  # removed in between (a gallery tombstone)

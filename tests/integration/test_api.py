@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import signal
 import time
@@ -29,7 +30,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.deps import get_encoder, get_publisher, get_settings
-from api.enrollment import EnrollmentPool, ScanResult
+from api.enrollment import EnrollmentPool, FaceChoice, ScanResult
 from api.settings import ApiSettings
 from common.kafka import AsyncProducer, watermarks
 from common.publisher import Publisher
@@ -95,6 +96,10 @@ async def seed_image(db: asyncpg.Connection) -> AsyncIterator[Seed]:
         faces: tuple[tuple[uuid.UUID | None, str | None], ...] = (),
         content: bytes | None = b"stored image bytes",
         reason: str | None = None,
+        encodings: tuple[bytes | None, ...] = (),
+        boxes: tuple[tuple[int, int, int, int], ...] = (),
+        size: tuple[int, int] = (640, 480),
+        model: dict[str, Any] | None = None,
     ) -> uuid.UUID:
         image_id = uuid.uuid4()
         submitted_at = submitted_at or datetime.now(UTC)
@@ -103,10 +108,10 @@ async def seed_image(db: asyncpg.Connection) -> AsyncIterator[Seed]:
             """
             INSERT INTO images (id, run, status, status_reason, filename, content_type, size_bytes,
                                 source, camera, metadata, width, height, face_count, attempts,
-                                submitted_at, finished_at)
+                                submitted_at, finished_at, model, sha256)
             VALUES ($1, $2, $3, $4, $5, 'image/jpeg', 18,
-                    'test', $6, '{"k": "v"}', 640, 480, $7, 1,
-                    $8, $9)
+                    'test', $6, '{"k": "v"}', $10, $11, $7, 1,
+                    $8, $9, $12, $13)
             """,
             image_id,
             run,
@@ -117,20 +122,27 @@ async def seed_image(db: asyncpg.Connection) -> AsyncIterator[Seed]:
             len(faces),
             submitted_at,
             finished,
+            size[0],
+            size[1],
+            json.dumps(model) if model is not None else None,
+            hashlib.sha256(content or b"").hexdigest(),
         )
         seeded.append(image_id)
         for index, (person_id, name) in enumerate(faces):
             await db.execute(
                 """
                 INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
-                                   person_id, person_name, distance)
-                VALUES ($1, $2, $3, 10, 60, 60, 10, $4, $5, 0.4)
+                                   person_id, person_name, distance, encoding, seen_at)
+                VALUES ($1, $2, $3, $6, $7, $8, $9, $4, $5, 0.4, $10, $11)
                 """,
                 image_id,
                 index,
                 run,
                 person_id,
                 name,
+                *(boxes[index] if index < len(boxes) else (10, 60, 60, 10)),
+                encodings[index] if index < len(encodings) else None,
+                submitted_at,
             )
         if content is not None:
             await db.execute("INSERT INTO image_blobs (image_id, content) VALUES ($1, $2)", image_id, content)
@@ -515,14 +527,16 @@ async def test_a_dead_enrollment_worker_is_replaced_and_readiness_says_so_until_
     assert ready.status_code == 503
     assert ready.json()["checks"]["enrollment"] is False
 
-    again = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("b.jpg", photo)})
+    # Another photo: the same one again would be answered from the first enrollment (200).
+    other = (faces_dir / "sample/examples/obama2.jpg").read_bytes()
+    again = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("b.jpg", other)})
     assert again.status_code == 201, again.text
     assert encoder.pids()
     assert pid not in encoder.pids()
     assert (await client.get("/readyz")).json()["checks"]["enrollment"] is True
 
 
-def _killed(_data: bytes, _num_jitters: int) -> ScanResult:
+def _killed(_data: bytes, _num_jitters: int, _face: FaceChoice = None) -> ScanResult:
     """Stands in for a photo that crashes dlib: the worker dies as the kernel's OOM killer ends it."""
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable")
@@ -673,7 +687,7 @@ async def test_page_lists_images_and_escapes_client_text(client, seed_image, per
 
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "<script>" not in r.text
+    assert "<script>alert(1)" not in r.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in r.text
     assert "&lt;b&gt;Mallory&lt;/b&gt;" in r.text
     assert f"href='/people/{villain}'" in r.text
@@ -710,3 +724,322 @@ async def test_health_readiness_and_metrics(client):
         'method="GET",route="/v1/images/{image_id}",service="api",status="404"',
     ):
         assert f"facestream_http_requests_total{{{labels}}}" in metrics.text
+
+
+# --------------------------------------------------------------------------- what the operator sees
+
+MODEL = {
+    "detector": "hog",
+    "encoder": "dlib_face_recognition_resnet_model_v1",
+    "upsample": 1,
+    "detection_max_side": 1600,
+    "num_jitters": 1,
+}
+
+
+def _found(photo: bytes) -> list[Any]:
+    from recognizer.core import DetectionConfig, find_faces, load_image
+
+    return find_faces(load_image(photo), DetectionConfig())
+
+
+def _box(face: Any) -> tuple[int, int, int, int]:
+    b = face.box
+    return (b.top, b.right, b.bottom, b.left)
+
+
+async def test_image_bytes_thumbnails_and_crops_are_served_cached_and_erased(
+    client, seed_image, db, faces_dir: Path
+):
+    photo = (faces_dir / "sample/examples/two_people.jpg").read_bytes()
+    faces = await asyncio.to_thread(_found, photo)
+    size = _image_size(photo)
+    image_id = await seed_image(
+        content=photo, faces=((None, None), (None, None)), boxes=tuple(_box(f) for f in faces), size=size
+    )
+
+    file = await client.get(f"/v1/images/{image_id}/file")
+    assert file.status_code == 200
+    assert file.content == photo
+    assert file.headers["content-type"] == "image/jpeg"
+    assert file.headers["x-content-type-options"] == "nosniff"
+    for path, side in (("thumbnail", 240), ("preview", min(1600, max(size))), ("faces/1/crop", 160)):
+        r = await client.get(f"/v1/images/{image_id}/{path}")
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["content-type"] == "image/jpeg"
+        assert max(_image_size(r.content)) == side
+    kinds = await db.fetch("SELECT kind FROM thumbnails WHERE image_id = $1 ORDER BY kind", image_id)
+    assert [k["kind"] for k in kinds] == ["face:1", "preview", "thumb"]  # made once, kept
+    again = await client.get(f"/v1/images/{image_id}/thumbnail")
+    assert again.content == (
+        await db.fetchval("SELECT content FROM thumbnails WHERE image_id = $1 AND kind = 'thumb'", image_id)
+    )
+
+    assert (await client.get(f"/v1/images/{image_id}/faces/7/crop")).status_code == 404
+    assert (await client.get(f"/v1/images/{uuid.uuid4()}/thumbnail")).status_code == 404
+    anonymous = await client.get(f"/v1/images/{image_id}/file", headers={"X-API-Key": ""})
+    assert anonymous.status_code == 401
+
+    assert (await client.delete(f"/v1/images/{image_id}")).status_code == 200
+    assert await db.fetchval("SELECT count(*) FROM thumbnails WHERE image_id = $1", image_id) == 0
+    for path in ("file", "thumbnail", "faces/0/crop"):
+        assert (await client.get(f"/v1/images/{image_id}/{path}")).status_code == 404
+
+
+async def test_an_image_whose_bytes_are_not_kept_has_no_thumbnail(client, seed_image):
+    gone = await seed_image(content=None)
+    r = await client.get(f"/v1/images/{gone}/thumbnail")
+    assert r.status_code == 404
+    assert "no longer stored" in r.json()["detail"]
+    broken = await seed_image(content=b"stored image bytes")
+    assert (await client.get(f"/v1/images/{broken}/thumbnail")).status_code == 409
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+async def test_filters_and_keyset_pages_do_not_shift_when_images_arrive(client, seed_image):
+    camera = f"cam-{uuid.uuid4().hex[:8]}"
+    base = datetime(2026, 11, 3, 12, tzinfo=UTC)
+    ids = [
+        await seed_image(
+            camera=camera, filename=f"{camera}/shot_{i}.jpg", submitted_at=base + timedelta(minutes=i)
+        )
+        for i in range(5)
+    ]
+    newest_first = list(reversed(ids))
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"camera": camera, "limit": 2}
+    first = (await client.get("/v1/images", params=params)).json()
+    seen += [i["id"] for i in first["data"]]
+    assert first["count"] == 5
+    assert first["next_cursor"]
+    # A newer image arrives between two page loads: the next page does not shift.
+    await seed_image(camera=camera, filename="late.jpg", submitted_at=base + timedelta(hours=1))
+    cursor = first["next_cursor"]
+    while cursor:
+        page = (await client.get("/v1/images", params={**params, "cursor": cursor})).json()
+        seen += [i["id"] for i in page["data"]]
+        cursor = page["next_cursor"]
+    assert seen == [str(i) for i in newest_first]
+
+    window = {
+        "camera": camera,
+        "since": (base + timedelta(minutes=1)).isoformat(),
+        "until": (base + timedelta(minutes=3)).isoformat(),
+    }
+    r = await client.get("/v1/images", params=window)
+    assert [i["id"] for i in r.json()["data"]] == [str(ids[2]), str(ids[1])]
+    by_name = await client.get("/v1/images", params={"filename": f"{camera.upper()}/SHOT_3"})
+    assert [i["id"] for i in by_name.json()["data"]] == [str(ids[3])]
+    wildcard = await client.get("/v1/images", params={"camera": camera, "filename": "%"})
+    assert wildcard.json()["data"] == []  # a LIKE wildcard is a plain character
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "stauts=failed",
+        "status=failed&page=2",
+        "cursor=bm9wZQ",
+        "cursor=x&offset=3",
+        "since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z",
+        "since=yesterday",
+    ],
+)
+async def test_bad_or_unknown_list_parameters_are_422(client, query):
+    r = await client.get(f"/v1/images?{query}")
+    assert r.status_code == 422, r.text
+    assert isinstance(r.json()["detail"], str)
+
+
+async def test_pages_answer_a_bad_filter_and_an_empty_list_readably(client):
+    bad = await client.get("/?status=bogus", headers={"Accept": "text/html"})
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("text/html")
+    assert "That filter does not work" in bad.text
+    assert "status" in bad.text
+    unknown = await client.get("/?colour=red")
+    assert unknown.status_code == 422
+    assert "colour" in unknown.text
+    assert "<html" in unknown.text
+    empty = await client.get("/", params={"camera": f"nowhere-{uuid.uuid4()}"})
+    assert empty.status_code == 200
+    assert "No images match these filters." in empty.text
+    missing = await client.get(f"/images/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    assert "<html" in missing.text
+
+
+async def test_a_group_photo_asks_which_face_and_the_same_photo_is_not_enrolled_twice(
+    client, tail, enrolled_person, faces_dir: Path
+):
+    photo = (faces_dir / "sample/examples/two_people.jpg").read_bytes()
+    r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("two.jpg", photo)})
+    assert r.status_code == 422
+    listed = r.json()["faces"]
+    assert [f["index"] for f in listed] == [0, 1]
+    assert "face_index" in r.json()["detail"]
+
+    gallery = tail(GALLERY)
+    chosen = await client.post(
+        f"/v1/people/{enrolled_person}/faces", params={"face_index": 1}, files={"file": ("two.jpg", photo)}
+    )
+    assert chosen.status_code == 201, chosen.text
+    assert chosen.json()["box"] == listed[1]["box"]
+    face_id = chosen.json()["face_id"]
+    event = await gallery.find(face_key(str(enrolled_person), face_id))
+    assert event.data.source_sha256 == hashlib.sha256(photo).hexdigest()
+    crop = await client.get(chosen.json()["crop_url"])
+    assert crop.status_code == 200
+    assert crop.headers["content-type"] == "image/jpeg"
+
+    twice = await client.post(
+        f"/v1/people/{enrolled_person}/faces", params={"face_index": 0}, files={"file": ("again.jpg", photo)}
+    )
+    assert twice.status_code == 200
+    assert twice.json()["face_id"] == face_id
+    person = (await client.get(f"/v1/people/{enrolled_person}")).json()
+    assert [f["face_id"] for f in person["faces"]] == [face_id]
+
+
+async def test_rename_remove_a_face_and_merge_are_gallery_events(
+    client, tail, forget, seed_image, faces_dir: Path
+):
+    gallery = tail(GALLERY)
+    ann = (await client.post("/v1/people", json={"name": "Ann Merge"})).json()["id"]
+    dup = (await client.post("/v1/people", json={"name": "Ann (duplicate)"})).json()["id"]
+    forget(uuid.UUID(ann))
+    forget(uuid.UUID(dup))
+    examples = faces_dir / "sample/examples"
+    first = await client.post(
+        f"/v1/people/{ann}/faces", files={"file": ("o.jpg", (examples / "obama.jpg").read_bytes())}
+    )
+    wrong = await client.post(
+        f"/v1/people/{dup}/faces", files={"file": ("b.jpg", (examples / "biden.jpg").read_bytes())}
+    )
+    kept = await client.post(
+        f"/v1/people/{dup}/faces", files={"file": ("o2.jpg", (examples / "obama2.jpg").read_bytes())}
+    )
+    assert {first.status_code, wrong.status_code, kept.status_code} == {201}
+
+    renamed = await client.patch(f"/v1/people/{ann}", json={"name": "Ann Merged"})
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "Ann Merged"
+    assert (await client.patch(f"/v1/people/{uuid.uuid4()}", json={"name": "x"})).status_code == 404
+
+    removed = await client.delete(f"/v1/people/{dup}/faces/{wrong.json()['face_id']}")
+    assert removed.status_code == 200
+    assert (await client.delete(f"/v1/people/{dup}/faces/{wrong.json()['face_id']}")).status_code == 404
+
+    seen = await seed_image(faces=((uuid.UUID(dup), None),))
+    merged = await client.post(f"/v1/people/{ann}/merge", json={"from": dup})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["faces_moved"] == 1
+    assert merged.json()["faces_relabelled"] == 1
+    assert (await client.get(f"/v1/people/{dup}")).status_code == 404
+    person = (await client.get(f"/v1/people/{ann}")).json()
+    assert person["name"] == "Ann Merged"
+    assert person["face_count"] == 2
+    image = (await client.get(f"/v1/images/{seen}")).json()
+    assert image["faces"][0]["person_id"] == ann
+    assert image["faces"][0]["person_name"] == "Ann Merged"
+    assert (await client.post(f"/v1/people/{ann}/merge", json={"from": ann})).status_code == 409
+
+    # On the gallery, in order: the new name; the wrong face's tombstone; the moved face, with
+    # the encoding it had; the duplicate's tombstones.
+    rename = await gallery.find(person_key(ann))
+    assert isinstance(rename.data, PersonEnrolled)
+    moved_id = next(f["face_id"] for f in person["faces"] if f["face_id"] != first.json()["face_id"])
+    moved = await gallery.find(face_key(ann, moved_id))
+    original = await gallery.find(face_key(dup, kept.json()["face_id"]))
+    assert moved.data.encoding == original.data.encoding
+
+
+async def test_review_groups_unknown_faces_and_naming_one_enrolls_and_asks_for_rematches(
+    client, tail, forget, seed_image, faces_dir: Path
+):
+    from schemas.encoding import pack
+    from schemas.topics import RECOGNIZE
+
+    examples = faces_dir / "sample/examples"
+    obama = [
+        await asyncio.to_thread(_found, (examples / n).read_bytes()) for n in ("obama.jpg", "obama2.jpg")
+    ]
+    biden = await asyncio.to_thread(_found, (examples / "biden.jpg").read_bytes())
+    later = datetime.now(UTC) + timedelta(days=3650)  # the newest unknown faces of the shared database
+    group = [
+        await seed_image(
+            status="unresolved",
+            faces=((None, None),),
+            encodings=(pack(f[0].encoding),),
+            boxes=(_box(f[0]),),
+            submitted_at=later + timedelta(seconds=i),
+            model=MODEL,
+        )
+        for i, f in enumerate(obama)
+    ]
+    stranger = await seed_image(
+        status="unresolved",
+        faces=((None, None),),
+        encodings=(pack(biden[0].encoding),),
+        submitted_at=later + timedelta(seconds=5),
+        model=MODEL,
+    )
+
+    groups = (await client.get("/v1/review/groups")).json()
+    # Both photos of Obama fall in one group (with any other unknown Obama of the shared
+    # database), and Biden is not in it.
+    ours = [g for g in groups["groups"] if {f["image_id"] for f in g["faces"]} & {str(i) for i in group}]
+    assert len(ours) == 1
+    assert {str(i) for i in group} <= {f["image_id"] for f in ours[0]["faces"]}
+    assert all(str(stranger) != f["image_id"] for f in ours[0]["faces"])
+
+    gallery, recognize = tail(GALLERY), tail(RECOGNIZE)
+    # Name only one face of the group: the other image is found by the scan (close to it).
+    named = await client.post(
+        "/v1/review/assign",
+        json={"faces": [{"image_id": str(group[1]), "face_index": 0}], "name": "Reviewed Obama"},
+    )
+    assert named.status_code == 200, named.text
+    body = named.json()
+    forget(uuid.UUID(body["person_id"]))
+    assert body["enrolled"] == 1
+    assert body["rematched"] >= 2
+    assert body["skipped"] == 0
+    assert (await gallery.find(person_key(body["person_id"]))).data.name == "Reviewed Obama"
+    for image_id in group:
+        rematch = await recognize.find(str(image_id))
+        assert rematch.type == "facestream.rematch.requested"
+        assert rematch.data.run == 1
+        assert rematch.data.faces[0].encoding is not None
+    person = (await client.get(f"/v1/people/{body['person_id']}")).json()
+    assert person["faces"][0]["source_image_id"] == str(group[1])
+    assert person["faces"][0]["crop_url"] is None
+
+    again = await client.post(
+        "/v1/review/assign",
+        json={"faces": [{"image_id": str(group[1]), "face_index": 0}], "name": "Reviewed Obama"},
+    )
+    assert again.json()["person_id"] == body["person_id"]
+    assert again.json()["enrolled"] == 0
+    gone = await client.post(
+        "/v1/review/assign",
+        json={"faces": [{"image_id": str(uuid.uuid4()), "face_index": 0}], "name": "Nobody"},
+    )
+    assert gone.status_code == 409
+    both = await client.post(
+        "/v1/review/assign",
+        json={
+            "faces": [{"image_id": str(group[0]), "face_index": 0}],
+            "name": "x",
+            "person_id": str(uuid.uuid4()),
+        },
+    )
+    assert both.status_code == 422

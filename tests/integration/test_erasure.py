@@ -20,15 +20,16 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from common.erasure import IMAGE_LOCK_SPACE
+from common.erasure import IMAGE_LOCK_SPACE, erase_person
 from common.kafka import ensure_topics, watermarks
 from schemas import codec, topics
+from schemas import encoding as enc
 from schemas import events as ev
 from schemas.topics import DAY_MS, RETENTION_DAYS, Topic, face_key, person_key
 from tests.e2e.test_lfw import enroll, submit, wait_final
 from tests.integration.test_dead_letters import _republished, _submitted_ends
 from tests.integration.test_pipeline import consume_until, recognized
-from tests.platform import Platform, until, wait_committed, wait_gallery_applied
+from tests.platform import Platform, role_urls, until, wait_committed, wait_gallery_applied
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ GATE = 0x7465
 
 
 def test_a_deleted_person_is_no_longer_matched_by_any_replica_and_is_anonymised(
-    platform: Platform, faces_dir: Path
+    platform: Platform, database_url: str, faces_dir: Path
 ) -> None:
     person = sorted(p for p in (faces_dir / "lfw-dev/known").iterdir() if len(list(p.iterdir())) >= 4)[-2]
     photos = sorted(person.iterdir())
@@ -53,6 +54,7 @@ def test_a_deleted_person_is_no_longer_matched_by_any_replica_and_is_anonymised(
         before = wait_final(api, list(submit(ingest, [photos[0]] * 6)))
         assert all(r["status"] == "processed" for r in before.values()), before
         assert all(r["faces"][0]["person_id"] == person_id for r in before.values())
+        assert None not in asyncio.run(_encodings(database_url, list(before)))
 
         r = api.delete(f"/v1/people/{person_id}")
         assert r.status_code == 200, r.text
@@ -76,6 +78,18 @@ def test_a_deleted_person_is_no_longer_matched_by_any_replica_and_is_anonymised(
             assert [f["person_id"] for f in old["faces"]] == [None]
             assert [f["person_name"] for f in old["faces"]] == [None]
         assert api.get("/v1/images", params={"person": person_id}).json()["count"] == 0
+        # and anonymous: no encoding of theirs is kept as an "unknown face"
+        assert asyncio.run(_encodings(database_url, list(before))) == [None] * len(before)
+
+
+async def _encodings(database_url: str, image_ids: list[str]) -> list[bytes | None]:
+    """The stored encodings of the images' faces."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT encoding FROM faces WHERE image_id = ANY($1::uuid[])", image_ids)
+        return [None if r["encoding"] is None else bytes(r["encoding"]) for r in rows]
+    finally:
+        await conn.close()
 
 
 def test_a_deleted_image_is_gone_and_stays_gone(platform: Platform, faces_dir: Path) -> None:
@@ -281,7 +295,11 @@ async def test_an_enrollment_racing_the_erasure_leaves_no_encoding_on_the_galler
     async with httpx.AsyncClient(headers=platform.headers, base_url=platform.api_url, timeout=60) as api:
         r = await api.post("/v1/people", json={"name": f"Racing {uuid.uuid4().hex[:8]}"})
         person_id = r.json()["id"]
-        r = await api.post(f"/v1/people/{person_id}/faces", files={"file": (photo.name, photo.read_bytes())})
+        r = await api.post(
+            f"/v1/people/{person_id}/faces",
+            params={"face_index": "largest"},
+            files={"file": (photo.name, photo.read_bytes())},
+        )
         assert r.status_code == 201, r.text
         enrolled = await asyncio.to_thread(_gallery, kafka_bootstrap)
         first = codec.decode(enrolled[face_key(person_id, r.json()["face_id"])]).data
@@ -387,3 +405,51 @@ async def test_an_erasure_during_the_images_projection_is_not_undone(
     finally:
         await gate.execute(f"DROP TRIGGER IF EXISTS {fn} ON images; DROP FUNCTION IF EXISTS {fn}()")
         await gate.close()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.parametrize(
+    "service", ["api", "stream"]
+)  # the API erases on request, the projector on a tombstone
+async def test_an_erased_persons_encodings_leave_the_faces_they_were_in(
+    database_url: str, service: str
+) -> None:
+    """No biometric template of an erased person survives as an "unknown face": the faces
+    matched to them lose their encodings, and so does the result face they were enrolled
+    from in review (not matched again yet); other faces keep theirs. As each service's role."""
+    image_id, person_id = str(uuid.uuid4()), str(uuid.uuid4())
+    owner = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(role_urls(database_url)[service])
+    try:
+        await owner.execute(
+            "INSERT INTO images (id, run, status, submitted_at) VALUES ($1, 0, 'processed', now())", image_id
+        )
+        await owner.execute("INSERT INTO people (id, name) VALUES ($1, 'Erased Encodings')", person_id)
+        await owner.executemany(
+            """INSERT INTO faces (image_id, face_index, run, box_top, box_right, box_bottom, box_left,
+                                  person_id, encoding, seen_at)
+               VALUES ($1, $2, 0, 0, 1, 1, 0, $3, $4, now())""",
+            [(image_id, i, person_id if i == 0 else None, enc.pack([i / 10] * 128)) for i in range(3)],
+        )
+        await owner.execute(
+            """INSERT INTO person_faces (id, person_id, box, encoding, source_image_id, source_face_index)
+               VALUES ($1, $2, '{}', $3, $4, 1)""",
+            str(uuid.uuid4()),
+            person_id,
+            enc.pack([0.1] * 128),
+            image_id,
+        )
+
+        await erase_person(conn, person_id)
+
+        rows = await owner.fetch(
+            "SELECT person_id, encoding FROM faces WHERE image_id = $1 ORDER BY face_index", image_id
+        )
+        assert [(r["person_id"], r["encoding"]) for r in rows[:2]] == [(None, None), (None, None)]
+        assert bytes(rows[2]["encoding"]) == enc.pack([0.2] * 128)
+        assert await owner.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", person_id) == 0
+        assert await owner.fetchval("SELECT status FROM images WHERE id = $1", image_id) == "unresolved"
+    finally:
+        await owner.execute("DELETE FROM images WHERE id = $1", image_id)
+        await owner.close()
+        await conn.close()

@@ -25,6 +25,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from schemas import codec, topics
+from schemas import encoding as enc
 from schemas import events as ev
 from stream.settings import StreamSettings
 from tests.e2e.test_lfw import submit, wait_final
@@ -263,3 +264,124 @@ def test_dead_letters_are_replayed_as_a_new_run(platform: Platform, faces_dir: P
             time.sleep(0.5)
         assert again["run"] == 1  # the same image went through the pipeline once more
         assert again["status_reason"] == "corrupt_image"  # still truncated: it fails again
+
+
+# --------------------------------------------------------------------------- re-matches
+
+
+def _fetch(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _offset_of(kafka: str, topic: str, key: str, value: bytes) -> int:
+    """Publish as any client would; returns the message's offset once acknowledged."""
+    offsets: list[int] = []
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(
+        topic,
+        key=key,
+        value=value,
+        on_delivery=lambda err, msg: offsets.append(-1 if err is not None else msg.offset() or 0),
+    )
+    assert producer.flush(30) == 0
+    [offset] = offsets
+    assert offset >= 0, f"{topic} did not acknowledge {key}"
+    return offset
+
+
+def test_faces_keep_their_encodings_and_a_rematch_names_them_without_detecting(
+    platform: Platform, kafka_bootstrap: str, database_url: str, faces_dir: Path
+) -> None:
+    """Issue 11's loop on the contract: results carry encodings, the projector stores them
+    with the face; an enrollment of one of them (its row made first, as the API makes it)
+    gets its encoding from FaceEnrolled; a RematchRequested published right after it (the
+    recognizers have not necessarily applied it yet) names the face from its stored
+    encoding; erasing the person takes the encodings of their faces with them."""
+    image_id = publish_image(kafka_bootstrap, (faces_dir / "sample/examples/two_people.jpg").read_bytes())
+    result = recognized(kafka_bootstrap, image_id)["data"]
+    with httpx.Client(headers=platform.headers, base_url=platform.api_url, timeout=60) as api:
+        wait_final(api, [image_id])
+        [image] = _fetch(database_url, "SELECT run, submitted_at FROM images WHERE id = $1", image_id)
+        rows = asyncio.run(_face_rows(database_url, image_id))
+        assert len(rows) == len(result["faces"]) == 2
+        assert [bytes(r["encoding"]) for r in rows] == [enc.pack(f["encoding"]) for f in result["faces"]]
+        assert [r["seen_at"] for r in rows] == [image["submitted_at"]] * 2
+
+        person_id, face_id = str(uuid.uuid4()), str(uuid.uuid4())
+        now = datetime.now(UTC)
+        person = ev.PersonEnrolled(person_id=person_id, name=f"Rematch {person_id[:8]}", enrolled_at=now)
+        _offset_of(
+            kafka_bootstrap,
+            topics.GALLERY,
+            topics.person_key(person_id),
+            codec.encode_data(person, source="t"),
+        )
+        until(
+            "the person is projected",
+            lambda: bool(_fetch(database_url, "SELECT 1 FROM people WHERE id = $1", person_id)),
+        )
+        _fetch(
+            database_url,
+            """INSERT INTO person_faces (id, person_id, box, crop, source_image_id, source_face_index)
+               VALUES ($1, $2, '{}', $3, $4, 0)""",
+            face_id,
+            person_id,
+            b"\xff\xd8",
+            image_id,
+        )
+        face = ev.FaceEnrolled(
+            person_id=person_id,
+            face_id=face_id,
+            encoding=result["faces"][0]["encoding"],
+            model=ev.ModelInfo.model_validate(result["model"]),
+            box=ev.Box.model_validate(result["faces"][0]["box"]),
+            source_sha256="ab" * 32,
+            enrolled_at=now,
+        )
+        offset = _offset_of(
+            kafka_bootstrap,
+            topics.GALLERY,
+            topics.face_key(person_id, face_id),
+            codec.encode_data(face, source="t"),
+        )
+        rematch = ev.RematchRequested(
+            image_id=image_id,
+            run=image["run"] + 1,
+            faces=[ev.FaceToMatch.model_validate(f) for f in result["faces"]],
+            width=result["width"],
+            height=result["height"],
+            gallery_version=offset + 1,
+            model=ev.ModelInfo.model_validate(result["model"]),
+            requested_at=now,
+            reason=f"review: named as {person_id}",
+        )  # no submitted_at: the faces' seen_at comes from the image's row
+        _offset_of(kafka_bootstrap, topics.RECOGNIZE, image_id, codec.encode_data(rematch, source="t"))
+
+        def rematched() -> bool:
+            return bool(api.get(f"/v1/images/{image_id}").json()["run"] == image["run"] + 1)
+
+        until("the re-match's result is projected", rematched)
+        shown = api.get(f"/v1/images/{image_id}").json()
+        assert shown["status"] == "processed"
+        assert shown["faces"][0]["person_id"] == person_id
+        rows = asyncio.run(_face_rows(database_url, image_id))
+        assert [r["run"] for r in rows] == [image["run"] + 1] * 2
+        assert rows[0]["distance"] < 0.01  # its own encoding
+        assert [bytes(r["encoding"]) for r in rows] == [enc.pack(f["encoding"]) for f in result["faces"]]
+        assert [r["seen_at"] for r in rows] == [image["submitted_at"]] * 2
+        [enrolled] = _fetch(database_url, "SELECT * FROM person_faces WHERE id = $1", face_id)
+        # the API's row, completed by the projector, not replaced
+        assert bytes(enrolled["encoding"]) == enc.pack(result["faces"][0]["encoding"])
+        assert (enrolled["source_sha256"], bytes(enrolled["crop"])) == ("ab" * 32, b"\xff\xd8")
+
+        assert api.delete(f"/v1/people/{person_id}").status_code == 200
+        rows = asyncio.run(_face_rows(database_url, image_id))
+        assert (rows[0]["person_id"], rows[0]["encoding"]) == (None, None)
+        assert rows[1]["encoding"] is not None  # someone else's face

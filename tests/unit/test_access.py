@@ -28,7 +28,7 @@ def test_the_recognizer_reads_the_gallery_but_never_writes_it() -> None:
     [
         (access.INGEST, {topics.SUBMITTED}),
         (access.RECOGNIZER, {topics.RESULTS, topics.FAILURES, topics.DEAD_LETTER}),
-        (access.API, {topics.SUBMITTED, topics.GALLERY}),
+        (access.API, {topics.SUBMITTED, topics.RECOGNIZE, topics.GALLERY}),  # re-runs, re-matches
         (
             access.STREAM,
             {topics.SUBMITTED, topics.RECOGNIZE, topics.RESULTS, topics.DEAD_LETTER, topics.GALLERY},

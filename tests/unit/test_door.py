@@ -40,6 +40,16 @@ def test_basic_credentials_are_for_safe_methods_only() -> None:
     assert _check("DELETE", authorization="Bearer fsk_x") is None
 
 
+def test_the_pages_buttons_may_change_state_with_the_browsers_login() -> None:
+    """A page's script sends X-Requested-With, which no form and no other origin's page can
+    (a custom header needs the CORS permission never given)."""
+    same = {**BASIC, "x-requested-with": "facestream", "sec-fetch-site": "same-origin"}
+    for method in ("POST", "PATCH", "DELETE"):
+        assert _check(method, **same) is None
+    assert _check("POST", **{**same, "sec-fetch-site": "cross-site"}) is not None
+    assert _check("POST", **{**same, "origin": "https://evil.example"}) is not None
+
+
 @pytest.mark.parametrize(
     "signals",
     [
