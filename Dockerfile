@@ -23,8 +23,9 @@ COPY ingest ./ingest
 COPY stream ./stream
 COPY recognizer ./recognizer
 COPY api ./api
+COPY notify ./notify
 COPY cli ./cli
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 USER 10001
-# Overridden per service: python -m ingest | stream | recognizer | api
+# Overridden per service: python -m ingest | stream | recognizer | api | notify
 CMD ["python", "-m", "ingest"]

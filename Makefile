@@ -1,7 +1,7 @@
 # facestream: `make help` lists the targets.
 SHELL := /bin/bash
 PY := .venv/bin/python
-CODE := ingest stream recognizer api schemas common cli benchmarks tests scripts
+CODE := ingest stream recognizer api notify schemas common cli benchmarks tests scripts
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down test lint typecheck unit integration e2e browser faults k8s-check demo screenshots bench bench-full bench-matching kafka postgres schemas clean
@@ -70,5 +70,6 @@ kafka: install ## start only the Kafka broker
 postgres: ## start only PostgreSQL
 	@bash scripts/postgres.sh start
 
-clean: down ## stop everything and delete local state (.run)
+clean: down ## stop everything and delete local state (.run, and the database's data directory under /tmp)
+	@bash scripts/postgres.sh destroy
 	rm -rf .run

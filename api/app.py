@@ -22,10 +22,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from api.catchup import OutageWatch
 from api.deps import Resources
 from api.enrollment import EnrollmentPool
-from api.routes import admin, images, page, people, review
+from api.routes import admin, images, page, people, review, verify, webhooks
 from api.settings import ApiSettings
 from common import docs, door, openapi
-from common.auth import Authenticator
+from common.auth import Authenticator, RateLimiter
 from common.db import create_pool
 from common.errors import BrokerUnavailable
 from common.http import instrument, known_query_only, ops_router, readable_validation_errors
@@ -79,6 +79,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.auth = Authenticator("api", settings, pool=lambda: app.state.resources.pool)
+    # /v1/verify and /v1/detect: a rate of their own per key (VERIFY_RATE_PER_MINUTE).
+    app.state.verify_limiter = RateLimiter()
     limits = door.BodyLimits(settings.max_request_bytes, settings.max_json_bytes)
     public = docs.install(app, settings.docs_assets_dir)
     door.install(app, app.state.auth, limits, public=public)
@@ -89,6 +91,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(review.router)
     app.include_router(page.router)
     app.include_router(admin.router)
+    app.include_router(verify.router)
+    app.include_router(webhooks.router)
     readable_validation_errors(app, html=_html_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     for error in DATABASE_DOWN:

@@ -1,4 +1,6 @@
-"""Finding the face to enroll in a photo; runs in the API's process pool, never in the event loop.
+"""Finding faces in an uploaded photo, in the API's process pool, never in the event loop:
+the face to enroll (:func:`scan_photo`), the face to verify (:func:`probe_photo`) and every
+face with its landmarks (:func:`detect_photo`).
 
 Everything here is picklable across the pool boundary: the worker catches
 :class:`~recognizer.errors.ImageRejected` itself and returns it as data, because that
@@ -17,10 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.errors import FacestreamError
 from schemas.events import Box, ModelInfo
+
+if TYPE_CHECKING:  # only the worker process imports dlib and its models (see scan_photo)
+    from recognizer.core import Decoded, DetectionConfig, FoundFace
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,43 @@ LARGEST = "largest"
 FaceChoice = int | str | None
 
 ScanResult = FaceFound | SeveralFaces | NoFace | Rejected
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The face of a photo to verify (``index`` of ``faces_found``, left to right): its box
+    and its encoding as the recognizers compute a submitted image's (one jitter)."""
+
+    index: int
+    box: Box
+    encoding: list[float]
+    faces_found: int
+
+
+ProbeResult = Probe | SeveralFaces | NoFace | Rejected
+
+#: A landmark: (x, y) in pixels of the original, upright image.
+Point = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face: its box, its 68 landmarks by feature (face_recognition's names: ``chin``,
+    ``left_eye``, ...) and, when asked for, its encoding."""
+
+    box: Box
+    landmarks: dict[str, list[Point]]
+    encoding: list[float] | None
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Every face of a photo, left to right; ``width`` and ``height`` of the upright original."""
+
+    width: int
+    height: int
+    faces: list[DetectedFace]
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -161,37 +203,22 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
 
     Any exception other than a rejected image is a fault of the worker and propagates.
     """
-    # Imported here, not at the top: only the worker process needs dlib and its models
-    # (hundreds of MB); the API process that submits this function never loads them.
+    # Imported here, not at the top (in every function of this module): only the worker
+    # process needs dlib and its models (hundreds of MB); the API process that submits
+    # these functions never loads them.
     from api.imaging import face_crop
-    from recognizer.core import (
-        DetectionConfig,
-        decode_image,
-        encode_box,
-        find_faces,
-        largest_face,
-        scaled_box,
-    )
-    from recognizer.errors import ImageRejected
+    from recognizer.core import DetectionConfig, encode_box, find_faces, scaled_box
 
     cfg = DetectionConfig()
-    try:
-        # Reduced like the recognizers' images, so a huge photo cannot exhaust the worker.
-        decoded = decode_image(data, cfg.max_pixels, cfg.max_decoded_pixels)
-    except ImageRejected as exc:
-        return Rejected(reason=exc.reason.value, detail=exc.detail)
+    decoded = _decode(data, cfg)
+    if isinstance(decoded, Rejected):
+        return decoded
     faces = find_faces(decoded.rgb, cfg)
     if not faces:
         return NoFace()
-    if face == LARGEST:
-        chosen = largest_face(faces)
-    elif isinstance(face, int) and 0 <= face < len(faces):
-        chosen = faces[face]
-    elif face is None and len(faces) == 1:
-        chosen = faces[0]
-    else:
+    chosen = _choose(faces, face)
+    if chosen is None:
         return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
-    assert chosen is not None
     index = faces.index(chosen)
     encoding = chosen.encoding if num_jitters == 1 else encode_box(decoded.rgb, chosen.box, num_jitters)
     box = scaled_box(chosen.box, decoded)
@@ -203,6 +230,103 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
         model=cfg.model_info().model_copy(update={"num_jitters": num_jitters}),
         crop=face_crop(data, box, decoded.width, decoded.height),
     )
+
+
+def probe_photo(data: bytes, face: FaceChoice = None) -> ProbeResult:
+    """Decode ``data`` and encode the face to verify as the recognizers encode a submitted
+    image's faces (their default detection settings, like enrollment; one jitter).
+
+    ``face`` chooses it as in :func:`scan_photo`: an index (left to right), :data:`LARGEST`,
+    or None (a photo with one face; several answer :class:`SeveralFaces`, as does an index
+    past the last face). Any exception other than a rejected image is a fault of the
+    worker and propagates.
+    """
+    from recognizer.core import DetectionConfig, find_faces, scaled_box
+
+    cfg = DetectionConfig()
+    decoded = _decode(data, cfg)
+    if isinstance(decoded, Rejected):
+        return decoded
+    faces = find_faces(decoded.rgb, cfg)
+    if not faces:
+        return NoFace()
+    chosen = _choose(faces, face)
+    if chosen is None:
+        return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
+    return Probe(
+        index=faces.index(chosen),
+        box=scaled_box(chosen.box, decoded),
+        encoding=[float(x) for x in chosen.encoding],
+        faces_found=len(faces),
+    )
+
+
+def detect_photo(data: bytes, encodings: bool = False) -> Detection | Rejected:
+    """Decode ``data`` and find every face as the recognizers do (the same boxes, left to
+    right, in the original's pixels), with face_recognition's 68 landmarks (the ``large``
+    shape model) and, if ``encodings``, the encoding each face gets in a result.
+
+    Landmarks are found in the decoded (perhaps reduced) image and scaled to the
+    original's pixels like the boxes; the chin's points often lie below or beside the box
+    (the detector's box is tight), and may lie outside the image. Any exception other
+    than a rejected image is a fault of the worker and propagates.
+    """
+    import face_recognition
+
+    from recognizer.core import DetectionConfig, find_faces, scaled_box
+    from schemas.encoding import floats
+
+    cfg = DetectionConfig()
+    decoded = _decode(data, cfg)
+    if isinstance(decoded, Rejected):
+        return decoded
+    faces = find_faces(decoded.rgb, cfg)
+    locations = [(f.box.top, f.box.right, f.box.bottom, f.box.left) for f in faces]
+    marks: list[dict[str, list[tuple[float, float]]]] = (
+        face_recognition.face_landmarks(decoded.rgb, face_locations=locations, model="large") if faces else []
+    )
+    s = decoded.scale
+    return Detection(
+        width=decoded.width,
+        height=decoded.height,
+        faces=[
+            DetectedFace(
+                box=scaled_box(f.box, decoded),
+                landmarks={
+                    feature: [(round(x * s), round(y * s)) for x, y in points]
+                    for feature, points in m.items()
+                },
+                encoding=floats(f.encoding) if encodings else None,
+            )
+            for f, m in zip(faces, marks, strict=True)
+        ],
+    )
+
+
+def _decode(data: bytes, cfg: DetectionConfig) -> Decoded | Rejected:
+    """``data`` decoded as the recognizers decode it (reduced like their images, so a huge
+    photo cannot exhaust the worker), or why it cannot be."""
+    from recognizer.core import decode_image
+    from recognizer.errors import ImageRejected
+
+    try:
+        return decode_image(data, cfg.max_pixels, cfg.max_decoded_pixels)
+    except ImageRejected as exc:
+        return Rejected(reason=exc.reason.value, detail=exc.detail)
+
+
+def _choose(faces: list[FoundFace], face: FaceChoice) -> FoundFace | None:
+    """The face ``face`` names (an index, :data:`LARGEST`, or None: the only one), or None
+    when the photo has several and none was named, or the index is past the last."""
+    from recognizer.core import largest_face
+
+    if face == LARGEST:
+        return largest_face(faces)
+    if isinstance(face, int) and 0 <= face < len(faces):
+        return faces[face]
+    if face is None and len(faces) == 1:
+        return faces[0]
+    return None
 
 
 def _alive() -> None:

@@ -19,7 +19,7 @@ import asyncpg
 from common.erasure import erase_person
 from common.errors import BrokerUnavailable
 from common.publisher import Delivered, Publisher
-from schemas.encoding import floats, pack
+from schemas.encoding import floats, pack, unpack
 from schemas.events import Box, FaceEnrolled, ModelInfo, PersonEnrolled
 from schemas.topics import GALLERY, face_key, person_key
 
@@ -109,6 +109,27 @@ async def enroll_face(
         )
         delivered = await publisher.publish_event(GALLERY, face_key(str(person_id), str(face_id)), event)
     return row, delivered
+
+
+async def republish_face(publisher: Publisher, row: asyncpg.Record) -> bool:
+    """Publish the ``FaceEnrolled`` of a stored face again, from its stored encoding (the same
+    key and content: harmless on the compacted topic). An enrollment repeated by a client
+    then also heals a gallery topic that lost the face (a broker rebuilt from scratch).
+    False, publishing nothing, for a face stored without its encoding (older releases)."""
+    if row["encoding"] is None or row["model"] is None:
+        return False
+    event = FaceEnrolled(
+        person_id=str(row["person_id"]),
+        face_id=str(row["id"]),
+        encoding=unpack(row["encoding"]),
+        model=ModelInfo.model_validate(row["model"]),
+        box=Box.model_validate(row["box"]),
+        source_sha256=row["source_sha256"],
+        filename=row["filename"],
+        enrolled_at=row["enrolled_at"],
+    )
+    await publisher.publish_event(GALLERY, face_key(str(row["person_id"]), str(row["id"])), event)
+    return True
 
 
 async def remove_face(

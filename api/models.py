@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import Box
 from schemas.lifecycle import Status
+from schemas.webhooks import WebhookEvent
 
 
 def _storable(v: str) -> str:
@@ -263,3 +264,140 @@ class AssignPublic(_Public):
     enrolled: int = Field(description="Faces enrolled from their stored encodings (FaceEnrolled).")
     rematched: int = Field(description="Images asked to be matched again (RematchRequested).")
     skipped: int = Field(description="Faces passed over: no longer unknown, or no stored encoding.")
+
+
+# ------------------------------------------------------------ verification and detection
+
+
+#: A landmark: ``[x, y]`` in pixels of the original, upright image.
+Point = tuple[int, int]
+
+
+class VerifiedFacePublic(_Public):
+    photo: int = Field(description="1: the first photo (`file`, or the first of `files`); 2: the second.")
+    index: int = Field(description="Which face of that photo was compared (left to right, from 0).")
+    box: Box
+    faces_found: int = Field(description="Faces found in that photo.")
+
+
+class VerificationPublic(_Public):
+    """The answer of ``POST /v1/verify``."""
+
+    same_person: bool = Field(description="Whether distance is at most threshold: recognition's rule.")
+    distance: float = Field(
+        description="Euclidean distance between the two faces' encodings, or from the face to the "
+        "person's enrolled faces aggregated as the recognizers do (see aggregation); 4 decimals."
+    )
+    threshold: float = Field(description="The recognizers' tolerance (MATCH_TOLERANCE).")
+    faces: list[VerifiedFacePublic] = Field(description="The face used from each photo, in photo order.")
+    person_id: uuid.UUID | None = Field(description="The person compared with; null for two photos.")
+    enrolled_faces: int | None = Field(
+        description="The person's enrolled faces (with a stored encoding) compared with; null for two photos."
+    )
+    aggregation: str = Field(
+        description="How a person's enrolled faces make one distance (MATCH_AGGREGATION): centroid, the "
+        "distance to the mean of their encodings; min, to the nearest; mean, the average distance."
+    )
+
+
+class PhotoFacesPublic(_Public):
+    """422 of a verification photo with several faces and no face index for it."""
+
+    detail: str
+    photo: int = Field(description="Which photo: 1 (chosen with face_index) or 2 (face_index_2).")
+    faces: list[FaceChoicePublic] = Field(description="The photo's faces, left to right.")
+
+
+class LandmarksPublic(_Public):
+    """face_recognition's 68 landmarks (dlib's shape model), by feature, as ``[x, y]`` points
+    in pixels of the original image. The chin's points often lie outside the box (the
+    detector's box is tight around the eyes, nose and mouth), and may lie outside the image."""
+
+    chin: list[Point] = Field(description="17 points along the jaw, from the image's left to its right.")
+    left_eyebrow: list[Point] = Field(description="5 points (the image's left).")
+    right_eyebrow: list[Point] = Field(description="5 points (the image's right).")
+    nose_bridge: list[Point] = Field(description="4 points, top down.")
+    nose_tip: list[Point] = Field(description="5 points along the bottom of the nose.")
+    left_eye: list[Point] = Field(description="6 points around the eye (the image's left).")
+    right_eye: list[Point] = Field(description="6 points around the eye (the image's right).")
+    top_lip: list[Point] = Field(description="12 points around the upper lip.")
+    bottom_lip: list[Point] = Field(description="12 points around the lower lip.")
+
+
+class DetectedFacePublic(_Public):
+    index: int = Field(description="Position of the face (left to right, from 0), as results number them.")
+    box: Box
+    landmarks: LandmarksPublic
+    encoding: list[float] | None = Field(
+        description="The face's 128-number encoding, as a result carries it; only with encodings=true."
+    )
+
+
+class DetectionPublic(_Public):
+    """The answer of ``POST /v1/detect``."""
+
+    width: int = Field(description="Width of the upright image, in pixels (the boxes' frame).")
+    height: int = Field(description="Height of the upright image, in pixels.")
+    faces: list[DetectedFacePublic] = Field(description="Every face found, left to right; empty for none.")
+    count: int = Field(description="How many faces.")
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+class WebhookCreate(BaseModel):
+    """A webhook: where to POST, which events, and optional filters (empty: any)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Text = Field(min_length=1, max_length=2048, description="http(s) URL the deliveries are POSTed to.")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=len(WebhookEvent))
+    cameras: list[Annotated[Text, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=1000, description="Only images from these cameras (empty: any)."
+    )
+    people: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Only events naming one of these people (empty: any; with people, face.unknown and "
+        "image.failed never match).",
+    )
+
+
+class WebhookCreatedPublic(_Public):
+    id: uuid.UUID
+    secret: str = Field(description="The signing key: shown in this answer and never again.")
+
+
+class WebhookPublic(_Public):
+    id: uuid.UUID
+    url: str
+    events: list[WebhookEvent]
+    cameras: list[str]
+    people: list[uuid.UUID]
+    created_at: datetime
+
+
+class WebhooksPublic(_Public):
+    data: list[WebhookPublic]
+    count: int
+
+
+class WebhookDeliveryPublic(_Public):
+    id: uuid.UUID = Field(description="The delivery id (X-Facestream-Delivery), the same on every attempt.")
+    event: WebhookEvent
+    image_id: uuid.UUID
+    run: int
+    face_index: int | None
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="The last attempt's HTTP status, if it got an answer.")
+    last_error: str | None
+    created_at: datetime
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    finished_at: datetime | None
+
+
+class WebhookDeliveriesPublic(_Public):
+    data: list[WebhookDeliveryPublic]
+    count: int

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.auth import AuthSettings
 from common.docs import DocsSettings
 from common.settings import DatabaseSettings, ServiceSettings
+from recognizer.gallery import AGGREGATIONS, DEFAULT_AGGREGATION, DEFAULT_TOLERANCE
 
 MIB = 1024 * 1024
 
@@ -84,6 +85,42 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
         "recognizers' rule then decides).",
     )
 
+    # Verification and detection (api/routes/verify.py). The two MATCH_* variables are the
+    # recognizers' own (recognizer/settings.py), read under the same names so that one
+    # value configures both: /v1/verify decides as recognition does.
+    match_tolerance: float = Field(
+        default=DEFAULT_TOLERANCE,
+        gt=0,
+        lt=2,
+        description="The recognizers' tolerance: /v1/verify answers same_person when the distance is "
+        "at most this. Set it for the API and the recognizers alike.",
+    )
+    match_aggregation: str = Field(
+        default=DEFAULT_AGGREGATION,
+        description=f"How /v1/verify aggregates a person's enrolled faces into one distance, as the "
+        f"recognizers do ({', '.join(AGGREGATIONS)}). Set it for the API and the recognizers alike.",
+    )
+    verify_max_bytes: int = Field(
+        default=10 * MIB,
+        ge=1,
+        description="Largest photo /v1/verify and /v1/detect accept (each photo); larger ones get 413. "
+        "Two photos together must also fit in MAX_REQUEST_BYTES.",
+    )
+    verify_rate_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Calls of /v1/verify and /v1/detect (together) a key may make a minute, on top of "
+        "its own rate: each costs the API's one dlib worker about a second per photo, shared with "
+        "enrollment. The bootstrap admin key is not limited.",
+    )
+
+    @field_validator("match_aggregation")
+    @classmethod
+    def _known_aggregation(cls, v: str) -> str:
+        if v not in AGGREGATIONS:
+            raise ValueError(f"MATCH_AGGREGATION must be one of {', '.join(AGGREGATIONS)}")
+        return v
+
     @model_validator(mode="after")
     def _a_photo_fits_in_a_request(self) -> Self:
         if self.max_request_bytes <= self.enroll_max_bytes:
@@ -91,4 +128,16 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
                 f"MAX_REQUEST_BYTES ({self.max_request_bytes}) must be larger than ENROLL_MAX_BYTES "
                 f"({self.enroll_max_bytes}): a photo of the largest size must fit in an upload"
             )
+        if self.max_request_bytes <= self.verify_max_bytes:
+            raise ValueError(
+                f"MAX_REQUEST_BYTES ({self.max_request_bytes}) must be larger than VERIFY_MAX_BYTES "
+                f"({self.verify_max_bytes}): a photo of the largest size must fit in an upload"
+            )
         return self
+
+    # Webhooks (api/routes/webhooks.py; notify/ delivers them and has the same setting).
+    webhook_allow_private: bool = Field(
+        default=True,
+        description="Accept webhook URLs on private and loopback addresses (self-hosted receivers). "
+        "Link-local and cloud metadata addresses are refused whatever this says.",
+    )

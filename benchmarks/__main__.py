@@ -1,9 +1,12 @@
-"""``python -m benchmarks [--full] [--only pipeline,gallery] [--out bench-results]`` (``make bench``).
+"""``python -m benchmarks [--full] [--only pipeline,gallery] [--out bench-results] [SUITE ...]``.
 
-Runs the suites on a fresh broker and database of their own (ports 29192 and 25532),
-prints a table, and writes ``<out>/results.json`` (every figure, plus the machine it ran
-on) and the plots (``<out>/*.png``). Quick mode (the default) takes a few minutes on a
+Runs the suites on a fresh broker and database of their own (ports 29192 and 25532;
+the pages suite keeps its seeded databases on a cluster of its own, port 25533), prints
+a table, and writes ``<out>/results.json`` (every figure, plus the machine it ran on)
+and the plots (``<out>/*.png``). Quick mode (the default) takes a few minutes on a
 laptop; ``--full`` measures more images, more repeats and the 1M-face gallery.
+``python -m benchmarks pages`` runs only the suites named (as ``--only pages``).
+``make bench`` is the quick mode of every suite.
 """
 
 from __future__ import annotations
@@ -67,10 +70,17 @@ def _wire(quick: bool, out: Path) -> dict[str, Any]:
     return wire.run(quick, out)
 
 
+def _pages(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import pages
+
+    return pages.run(quick, out)
+
+
 SUITES: dict[str, Callable[[bool, Path], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "gallery": _gallery,
     "wire": _wire,
+    "pages": _pages,
 }
 
 
@@ -131,6 +141,10 @@ def report(results: dict[str, Any]) -> str:
     g = results.get("gallery")
     if g and "table" in g:
         lines += ["", "gallery at scale", *g["table"]]
+    pg = results.get("pages")
+    if pg:
+        lines += ["", "page loads over HTTP, ms: 1,000,000 images vs 10,000 (ratio of medians)"]
+        lines += pg.get("table") or [f"  skipped: {pg.get('skipped')}"]
     return "\n".join(lines)
 
 
@@ -139,11 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="more images and repeats, and the 1M gallery")
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites (%(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help="only these suites (as --only)")
     args = parser.parse_args(argv)
+    names = args.suites or args.only.split(",")
+    if unknown := [n for n in names if n not in SUITES]:
+        parser.error(f"unknown suite(s) {', '.join(unknown)}; the suites: {', '.join(SUITES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     quick = not args.full
     results: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full"}
-    for name in args.only.split(","):
+    for name in names:
         started = time.monotonic()
         print(f"[bench] {name} ...", flush=True)
         results[name] = SUITES[name](quick, args.out)

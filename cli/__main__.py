@@ -72,7 +72,7 @@ def enroll(api: httpx.Client, folder: Path, per_person: int | None = None) -> di
             _check(r)
             pid = r.json()["id"]
         ids[name] = pid
-        added = 0
+        added = already = 0
         for photo in photos[:per_person]:
             with photo.open("rb") as fh:
                 # A portrait's subject is its largest face (a photo may show bystanders).
@@ -83,9 +83,14 @@ def enroll(api: httpx.Client, folder: Path, per_person: int | None = None) -> di
                 )
             if r.status_code == 201:
                 added += 1
+            elif r.status_code == 200:  # this photo was already enrolled for them
+                already += 1
             else:
                 print(f"  ! {photo.name}: {r.json().get('detail', r.text)}", file=sys.stderr)
-        print(f"[{n}/{len(people)}] enrolled {name}: {added} face(s)")
+        print(
+            f"[{n}/{len(people)}] enrolled {name}: {added} face(s)"
+            + (f", {already} already" if already else "")
+        )
     return ids
 
 
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     keys_sub = p.add_subparsers(dest="keys_command", required=True)
     k = keys_sub.add_parser("create", help="create a key; prints it once")
     k.add_argument("name")
-    k.add_argument("--scopes", required=True, help="comma-separated: submit,query,enroll,admin")
+    k.add_argument("--scopes", required=True, help="comma-separated: submit,query,enroll,verify,admin")
     k.add_argument("--rate", type=int, help="requests per minute (default: the services' default)")
     k = keys_sub.add_parser("list", help="list keys (never their secrets)")
     k.add_argument("--all", action="store_true", help="include revoked keys")

@@ -6,8 +6,10 @@ SHA-256 is stored. A plain hash is the right tool here, unlike for passwords: th
 is 256 random bits, so there is nothing to guess and no need for a slow hash.
 
 Scopes: ``submit`` (send images, re-run them), ``query`` (read results and pages),
-``enroll`` (add people and faces), ``admin`` (erase, replay dead letters, manage keys).
-``admin`` implies every other scope.
+``enroll`` (add people and faces), ``verify`` (compare faces and detect them in uploaded
+photos, ``/v1/verify`` and ``/v1/detect``: nothing is stored, but each call costs the
+API's dlib worker about a second, so it is a scope of its own), ``admin`` (erase, replay
+dead letters, manage keys). ``admin`` implies every other scope.
 
 Two kinds of key are accepted:
 
@@ -59,7 +61,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.db import DATABASE_UNAVAILABLE
 
-Scope = Literal["submit", "query", "enroll", "admin"]
+Scope = Literal["submit", "query", "enroll", "verify", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 KEY_PREFIX = "fsk_"
 BOOTSTRAP_ID = "bootstrap-admin"

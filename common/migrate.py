@@ -19,10 +19,11 @@ Usage::
     DATABASE_URL=... python -m common.migrate --check   # exit 1, naming them, if some are missing
 
 ``DATABASE_URL`` is the schema owner's (it creates tables, and the services' group roles:
-it needs CREATEROLE). Optionally, ``INGEST_DATABASE_URL``, ``API_DATABASE_URL`` and
-``STREAM_DATABASE_URL`` (each service's own URL) make it create or update each service's
-login user, with that URL's user name and password, as a member of the service's group
-role (migration 0001_roles): one place, each service's secret, says who the service is.
+it needs CREATEROLE). Optionally, ``INGEST_DATABASE_URL``, ``API_DATABASE_URL``,
+``STREAM_DATABASE_URL`` and ``NOTIFY_DATABASE_URL`` (each service's own URL) make it create
+or update each service's login user, with that URL's user name and password, as a member
+of the service's group role (migrations 0001_roles, 0003_webhooks): one place, each
+service's secret, says who the service is.
 The password reaches PostgreSQL only as a SCRAM-SHA-256 verifier made here, so it never
 appears in the server's statement log.
 """
@@ -48,7 +49,12 @@ from common.db import MIGRATION_TABLE, MIGRATIONS_DIR, missing_migrations, shipp
 from common.settings import DatabaseSettings
 
 #: The group role of each service that uses the database (created by 0001_roles).
-SERVICE_ROLES = {"ingest": "facestream_ingest", "api": "facestream_api", "stream": "facestream_stream"}
+SERVICE_ROLES = {
+    "ingest": "facestream_ingest",
+    "api": "facestream_api",
+    "stream": "facestream_stream",
+    "notify": "facestream_notify",  # created by 0003_webhooks
+}
 #: Session advisory lock held while migrating: one migrator at a time, released by the
 #: server if the migrator dies (yoyo's own lock is a table row, which a crash leaves behind).
 MIGRATE_LOCK = 0x66730002
@@ -66,6 +72,9 @@ class MigrateSettings(DatabaseSettings):
     stream_database_url: SecretStr | None = Field(
         default=None, description="The stream's own URL: its login user is created in facestream_stream."
     )
+    notify_database_url: SecretStr | None = Field(
+        default=None, description="notify's own URL: its login user is created in facestream_notify."
+    )
 
     def service_urls(self) -> dict[str, str]:
         """service -> its own DATABASE_URL, for those given."""
@@ -73,6 +82,7 @@ class MigrateSettings(DatabaseSettings):
             "ingest": self.ingest_database_url,
             "api": self.api_database_url,
             "stream": self.stream_database_url,
+            "notify": self.notify_database_url,
         }
         return {name: url.get_secret_value() for name, url in given.items() if url is not None}
 

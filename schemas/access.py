@@ -106,6 +106,8 @@ RECOGNIZER_GROUP = "facestream-recognizers"
 GALLERY_READER_GROUP = "facestream-gallery-reader"
 #: The API's dead-letter replay (api/dead_letters.py GROUP).
 REPLAY_GROUP = "facestream-dead-letter-replay"
+#: notify's webhook deliveries (NOTIFY_GROUP_ID, notify/settings.py).
+NOTIFY_GROUP = "facestream-notify"
 
 
 def on_topics(names: tuple[str, ...] | list[str], *operations: Operation) -> set[Acl]:
@@ -176,8 +178,16 @@ API = _principal(
     on_group(REPLAY_GROUP, R),
 )
 
+NOTIFY = _principal(
+    "notify",
+    on_topics(ALL_TOPICS, D),  # ensure_topics
+    # Webhooks are made from results (notify/consumer.py); it publishes nothing.
+    on_topics([topics.RESULTS], R),
+    on_group(NOTIFY_GROUP, R),
+)
+
 #: The services' principals: one KafkaUser each in prod.
-SERVICES: tuple[Principal, ...] = (INGEST, STREAM, RECOGNIZER, API)
+SERVICES: tuple[Principal, ...] = (INGEST, STREAM, RECOGNIZER, API, NOTIFY)
 
 #: Creates and grows the topics (``ensure_topics``, a migration step) where no operator
 #: does: Strimzi's Topic Operator does in prod, so prod has no such user. Applying the

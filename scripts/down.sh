@@ -4,7 +4,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 run=${FACESTREAM_RUN_DIR:-$root/.run}
-for name in ingest api recognizer stream; do
+for name in ingest api notify recognizer stream; do
   pidfile=$run/pids/$name.pid
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

@@ -6,6 +6,7 @@
 #   scripts/postgres.sh start   # idempotent; returns once the database accepts a query
 #   scripts/postgres.sh stop
 #   scripts/postgres.sh status
+#   scripts/postgres.sh destroy # stop, and delete the cluster's data directory
 #
 # PostgreSQL refuses to run as root, so as root the server runs as the "postgres" user,
 # and its data directory lives under /tmp (a checkout may sit in a folder that user
@@ -83,5 +84,6 @@ case "$cmd" in
   start) start ;;
   stop) stop ;;
   status) if ready; then log "running"; else log "not running"; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  destroy) stop; rm -rf "$dir"; log "deleted $dir" ;;
+  *) echo "usage: $0 start|stop|status|destroy" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings the whole platform up on this machine, in the background, and returns once
 # every part answers: Kafka, PostgreSQL, ingest (:8000), results API (:8001), the stream
-# worker (:6066) and the recognizer pool (:9101, one process per core by default).
+# worker (:6066), the recognizer pool (:9101, one process per core by default) and
+# notify (webhooks; :6070).
 #
 # Environment: WORKERS (recognizer processes; default: the core count), IMAGES_ROOT
 # (folder of the legacy path endpoints; default ../shared/datasets/faces if present),
@@ -37,16 +38,18 @@ fi
 # role (least privilege: ingest cannot write api_keys), with a password made once and
 # kept in .run/db-users (mode 600); each service below logs in as its own.
 export DATABASE_URL=${DATABASE_URL:-postgresql://facestream:facestream@127.0.0.1:5432/facestream}
-if [ ! -s "$run/db-users" ]; then
-  (umask 077 && .venv/bin/python - >"$run/db-users" <<'PY'
-import os, secrets
+# A service added since the file was made (notify) gets its line appended; the others keep theirs.
+(umask 077 && touch "$run/db-users" && .venv/bin/python - "$run/db-users" >>"$run/db-users" <<'PY'
+import os, secrets, sys
 from common.migrate import SERVICE_ROLES, with_credentials
+known = open(sys.argv[1]).read()
 for service in SERVICE_ROLES:
+    if f"export {service.upper()}_DATABASE_URL=" in known:
+        continue
     url = with_credentials(os.environ["DATABASE_URL"], f"{service}_service", secrets.token_urlsafe(24))
     print(f"export {service.upper()}_DATABASE_URL='{url}'")
 PY
-  )
-fi
+)
 # shellcheck source=/dev/null
 source "$run/db-users"
 .venv/bin/python -m common.migrate
@@ -75,18 +78,20 @@ start stream http://127.0.0.1:6066/readyz env DATABASE_URL="$STREAM_DATABASE_URL
 start recognizer http://127.0.0.1:9101/readyz .venv/bin/python -m recognizer --workers "$WORKERS"
 start ingest http://127.0.0.1:8000/readyz env DATABASE_URL="$INGEST_DATABASE_URL" .venv/bin/python -m ingest
 start api http://127.0.0.1:8001/readyz env DATABASE_URL="$API_DATABASE_URL" .venv/bin/python -m api
+start notify http://127.0.0.1:6070/readyz env DATABASE_URL="$NOTIFY_DATABASE_URL" .venv/bin/python -m notify
 wait_ready ingest http://127.0.0.1:8000/readyz
 wait_ready api http://127.0.0.1:8001/readyz
 wait_ready stream http://127.0.0.1:6066/readyz
 wait_ready recognizer http://127.0.0.1:9101/readyz
+wait_ready notify http://127.0.0.1:6070/readyz
 
 cat <<MSG
 
 facestream is up ($WORKERS recognizer processes).
   Results page      http://127.0.0.1:8001/
   Ingest API        http://127.0.0.1:8000/docs    (POST /v1/images, legacy /image/post)
-  Results API       http://127.0.0.1:8001/docs    (GET /v1/images, POST /v1/people)
-  Metrics           :8000/metrics :8001/metrics :6066/metrics :9101/metrics
+  Results API       http://127.0.0.1:8001/docs    (GET /v1/images, POST /v1/people, POST /v1/webhooks)
+  Metrics           :8000/metrics :8001/metrics :6066/metrics :9101/metrics :6070/metrics
   Logs              $run/logs/
   Admin API key     $run/admin-key  (send it as X-API-Key; python -m cli uses it)
   Try               make demo        Stop: make down

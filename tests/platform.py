@@ -48,6 +48,7 @@ class Platform:
     started_with: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=lambda: {"X-API-Key": ADMIN_KEY})
     log_dir: Path = LOGS
+    notify_url: str = ""
 
     def start(
         self,
@@ -239,6 +240,8 @@ def role_urls(database_url: str) -> dict[str, str]:
 
 #: Ports of ingest, api, stream and recognizer when the tests run them.
 TEST_PORTS = (18000 + PORT_OFFSET, 18001 + PORT_OFFSET, 16066 + PORT_OFFSET, 19101 + PORT_OFFSET)
+#: notify's (webhooks) ops port.
+NOTIFY_TEST_PORT = 16070 + PORT_OFFSET
 
 
 def start_platform(
@@ -250,8 +253,10 @@ def start_platform(
     env: dict[str, str] | None = None,
     log_dir: Path = LOGS,
     as_roles: bool = os.environ.get("FACESTREAM_TEST_AS_OWNER") != "1",
+    notify_port: int = NOTIFY_TEST_PORT,
 ) -> Platform:
-    """Start stream, recognizer, ingest and api (in that order) and wait until each is ready.
+    """Start stream, recognizer, ingest, api and notify (in that order) and wait until each
+    is ready.
 
     ``database_url`` is the schema owner's; with ``as_roles`` (the default; not with
     FACESTREAM_TEST_AS_OWNER=1) each service logs in as its own role's user
@@ -272,6 +277,11 @@ def start_platform(
         "WORKERS": str(workers),
         "RETRY_BASE_DELAY_S": "0.2",
         "ADMIN_API_KEY": ADMIN_KEY,
+        "NOTIFY_PORT": str(notify_port),
+        # Webhook retries within a test's patience (production: 5 s, doubling).
+        "WEBHOOK_RETRY_BASE_S": "0.2",
+        "WEBHOOK_RETRY_MAX_S": "2",
+        "WEBHOOK_TIMEOUT_S": "5",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
@@ -283,12 +293,14 @@ def start_platform(
         env=full_env,
         service_env={s: {"DATABASE_URL": u} for s, u in role_urls(database_url).items()} if as_roles else {},
         log_dir=log_dir,
+        notify_url=f"http://127.0.0.1:{notify_port}",
     )
     try:
         p.start("stream", ready_url=f"{p.stream_url}/readyz")
         p.start("recognizer", ready_url=f"{p.recognizer_url}/readyz")
         p.start("ingest", ready_url=f"{p.ingest_url}/readyz")
         p.start("api", ready_url=f"{p.api_url}/readyz")
+        p.start("notify", ready_url=f"{p.notify_url}/readyz")
     except Exception:
         p.stop_all()
         raise

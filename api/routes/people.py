@@ -254,6 +254,7 @@ async def enroll_face(
         "SELECT * FROM person_faces WHERE person_id = $1 AND source_sha256 = $2 LIMIT 1", person_id, sha256
     )
     if same_photo is not None:
+        await gallery.republish_face(publisher, same_photo)
         response.status_code = status.HTTP_200_OK
         return FaceEnrollmentPublic(**queries.enrolled_face(same_photo).model_dump(), faces_found=None)
     choice: int | str | None = (

@@ -10,9 +10,9 @@
 --   was this person seen" are index scans of faces alone.
 ALTER TABLE faces ADD COLUMN IF NOT EXISTS encoding bytea;
 ALTER TABLE faces ADD COLUMN IF NOT EXISTS seen_at timestamptz;
-CREATE INDEX IF NOT EXISTS faces_unknown_idx ON faces (seen_at DESC, image_id, face_index)
+CREATE INDEX IF NOT EXISTS faces_unknown_idx ON faces (seen_at DESC NULLS LAST, image_id, face_index)
     WHERE person_id IS NULL AND encoding IS NOT NULL;
-CREATE INDEX IF NOT EXISTS faces_person_seen_idx ON faces (person_id, seen_at DESC, image_id)
+CREATE INDEX IF NOT EXISTS faces_person_seen_idx ON faces (person_id, seen_at DESC NULLS LAST, image_id)
     WHERE person_id IS NOT NULL;
 
 -- Enrolled faces keep what they were enrolled from: the encoding and its model (a merge
@@ -39,9 +39,13 @@ CREATE TABLE IF NOT EXISTS thumbnails (
 );
 
 -- The results list's filters, each an index that also gives the keyset order
--- (submitted_at DESC, id): a page is an index range scan at any table size.
-CREATE INDEX IF NOT EXISTS images_status_keyset_idx ON images (status, submitted_at DESC, id);
-CREATE INDEX IF NOT EXISTS images_camera_keyset_idx ON images (camera, submitted_at DESC, id);
+-- (submitted_at DESC NULLS LAST, id): a page is an index range scan at any table size.
+-- (A DESC index puts NULLs first: the list's NULLS LAST order could not use the old ones,
+-- and sorted the whole table for every page.)
+CREATE INDEX IF NOT EXISTS images_keyset_idx ON images (submitted_at DESC NULLS LAST, id);
+CREATE INDEX IF NOT EXISTS images_status_keyset_idx ON images (status, submitted_at DESC NULLS LAST, id);
+CREATE INDEX IF NOT EXISTS images_camera_keyset_idx ON images (camera, submitted_at DESC NULLS LAST, id);
+DROP INDEX IF EXISTS images_submitted_idx;
 DROP INDEX IF EXISTS images_status_idx;
 -- Filename search is a case-insensitive substring: trigrams make it an index scan.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;

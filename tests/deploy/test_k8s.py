@@ -76,6 +76,8 @@ class Service:
     public: bool  # an HTTP API behind a Service
     #: seconds its graceful shutdown may take after SIGTERM (plus any preStop sleep)
     shutdown_s: int
+    #: ports it reaches besides DNS, Kafka and PostgreSQL (notify: the webhook receivers)
+    egress_ports: frozenset[int] = frozenset()
 
 
 SERVICES = {
@@ -88,6 +90,16 @@ SERVICES = {
         Service("stream", "STREAM_WEB_HOST", "STREAM_WEB_PORT", needs_db=True, public=False, shutdown_s=30),
         # The supervisor waits up to 60 s for its workers (recognizer/pool.py).
         Service("recognizer", "METRICS_HOST", "METRICS_PORT", needs_db=False, public=False, shutdown_s=70),
+        # uvicorn ends the lifespan: requests in flight get NOTIFY_DRAIN_S (10 s).
+        Service(
+            "notify",
+            "NOTIFY_HOST",
+            "NOTIFY_PORT",
+            needs_db=True,
+            public=False,
+            shutdown_s=30,
+            egress_ports=frozenset({80, 443, 8080, 8443}),
+        ),
     )
 }
 #: Who sets each Deployment's replica count, per overlay (nothing: a fixed count).
@@ -783,7 +795,7 @@ def network_problems(r: Rendered) -> list[str]:
     for service, deployment, c in facestream(r):
         labels = pod_labels(deployment)
         egress = {p.get("port") for rule in _rules(r, labels, "egress") for p in rule.get("ports", [])}
-        wanted = {53, kafka} | ({5432} if service.needs_db else set())
+        wanted = {53, kafka} | ({5432} if service.needs_db else set()) | service.egress_ports
         if egress != wanted:
             problems.append(
                 f"{ref(deployment)}: may reach ports {sorted(map(str, egress))}, needs {sorted(wanted)}"

@@ -34,7 +34,7 @@ RULES = PROMETHEUS / "alerts.yml"
 RULE_TESTS = PROMETHEUS / "alerts.test.yml"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 #: Where the services define their metrics.
-METRIC_SOURCES = ("ingest", "api", "stream", "recognizer", "common")
+METRIC_SOURCES = ("ingest", "api", "stream", "recognizer", "notify", "common")
 #: Grafana's built-in interval variables, and what a lint or a test puts in their place.
 BUILTIN_INTERVALS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 SEVERITIES = {"warning", "critical"}

@@ -157,10 +157,16 @@ def test_lfw_known_people_and_strangers(platform: Platform, faces_dir: Path) -> 
         httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest,
     ):
         person_ids = {enroll(api, name, photo): name for name, photo in enrolled.items()}
-        wait_gallery_applied(platform)
-        uploaded = upload(ingest, [*probes, *strangers])
-        ids = {image_id: path for image_id, (path, _) in uploaded.items()}
-        results = follow_results(api, {image_id: url for image_id, (_, url) in uploaded.items()})
+        try:
+            wait_gallery_applied(platform)
+            uploaded = upload(ingest, [*probes, *strangers])
+            ids = {image_id: path for image_id, (path, _) in uploaded.items()}
+            results = follow_results(api, {image_id: url for image_id, (_, url) in uploaded.items()})
+        finally:
+            # Out of the shared gallery: a later test (or run) enrolling one of them again
+            # would otherwise find two people with the same face.
+            for person_id in person_ids:
+                api.delete(f"/v1/people/{person_id}")
 
     def named(result: dict[str, Any]) -> str | None:
         names = [person_ids.get(f["person_id"]) for f in result["faces"] if f["person_id"]]

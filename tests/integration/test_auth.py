@@ -23,6 +23,8 @@ from tests.platform import ROOT, Platform
 
 pytestmark = pytest.mark.integration
 
+P = "00000000-0000-4000-8000-000000000000"  # an id no test uses
+
 #: Every non-operational endpoint of both services, with the scope it needs.
 API_ENDPOINTS = [
     ("GET", "/v1/images", "query"),
@@ -40,8 +42,23 @@ API_ENDPOINTS = [
     ("GET", "/v1/admin/keys", "admin"),
     ("POST", "/v1/admin/keys", "admin"),
     ("DELETE", "/v1/admin/keys/nosuchkey", "admin"),
+    ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/file", "query"),
+    ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/thumbnail", "query"),
+    ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/preview", "query"),
+    ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/faces/0/crop", "query"),
+    ("PATCH", "/v1/people/00000000-0000-4000-8000-000000000000", "enroll"),
+    ("DELETE", f"/v1/people/{P}/faces/{P}", "enroll"),
+    ("GET", f"/v1/people/{P}/faces/{P}/crop", "query"),
+    ("POST", "/v1/people/00000000-0000-4000-8000-000000000000/merge", "admin"),
+    ("GET", "/v1/review/groups", "query"),
+    ("POST", "/v1/review/assign", "enroll"),
+    ("POST", "/v1/verify", "verify"),
+    ("POST", "/v1/detect", "verify"),
     ("GET", "/", "query"),
+    ("GET", "/images/00000000-0000-4000-8000-000000000000", "query"),
+    ("GET", "/people", "query"),
     ("GET", "/people/00000000-0000-4000-8000-000000000000", "query"),
+    ("GET", "/review", "query"),
 ]
 INGEST_ENDPOINTS = [
     ("POST", "/v1/images", "submit"),

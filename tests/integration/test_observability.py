@@ -1,7 +1,7 @@
 """Metrics, dashboards and alert rules against the running platform.
 
 A Prometheus server (Debian's ``prometheus`` package) runs on loopback, scraping the
-four services every second and loading deploy/prometheus/alerts.yml. Real images go
+five services every second and loading deploy/prometheus/alerts.yml. Real images go
 through the platform (a known person, a stranger, a photo without a face, a file that is
 no image, an unreadable event on the broker), and then:
 
@@ -104,6 +104,7 @@ def metrics_urls(platform: Platform) -> dict[str, str]:
         "api": platform.api_url,
         "stream": platform.stream_url,
         "recognizer": platform.recognizer_url,
+        "notify": platform.notify_url,
     }
 
 
@@ -247,10 +248,11 @@ def test_every_target_is_scraped(prometheus: Prometheus, traffic: Traffic) -> No
         "api": "up",
         "stream": "up",
         "recognizer": "up",
+        "notify": "up",
     }, [(t["labels"]["job"], t.get("lastError")) for t in targets]
 
 
-@pytest.mark.parametrize("service", ["ingest", "api", "stream", "recognizer"])
+@pytest.mark.parametrize("service", ["ingest", "api", "stream", "recognizer", "notify"])
 def test_promtool_accepts_the_live_metrics(platform: Platform, traffic: Traffic, service: str) -> None:
     scrape = httpx.get(f"{metrics_urls(platform)[service]}/metrics", timeout=30)
     assert scrape.status_code == 200

@@ -33,6 +33,7 @@ def test_the_recognizer_reads_the_gallery_but_never_writes_it() -> None:
             access.STREAM,
             {topics.SUBMITTED, topics.RECOGNIZE, topics.RESULTS, topics.DEAD_LETTER, topics.GALLERY},
         ),
+        (access.NOTIFY, set()),  # it only reads results
         (access.ADMIN, set()),
     ],
     ids=lambda p: p.service if isinstance(p, access.Principal) else "",

@@ -40,12 +40,12 @@ def test_the_services_ship_the_migrations_yoyo_applies_in_order() -> None:
 def test_a_later_file_is_picked_up_after_what_it_depends_on(tmp_path: Path) -> None:
     for p in MIGRATIONS_DIR.glob("*.sql"):
         shutil.copy(p, tmp_path)
-    (tmp_path / "0002_gallery_extra.sql").write_text("-- depends: 0001_roles\nSELECT 1;\n")
-    (tmp_path / "0002_gallery_extra.rollback.sql").write_text("SELECT 1;\n")
-    assert shipped_migrations(tmp_path)[-1] == "0002_gallery_extra"
+    (tmp_path / "9999_later_extra.sql").write_text("-- depends: 0001_roles\nSELECT 1;\n")
+    (tmp_path / "9999_later_extra.rollback.sql").write_text("SELECT 1;\n")
+    assert shipped_migrations(tmp_path)[-1] == "9999_later_extra"
     assert len(shipped_migrations(tmp_path)) == len(shipped_migrations()) + 1  # a rollback is no migration
     ordered = [m.id for m in topological_sort(read_migrations(str(tmp_path)))]
-    assert ordered[-1] == "0002_gallery_extra"
+    assert ordered[-1] == "9999_later_extra"
 
 
 def test_missing_migrations_are_the_shipped_ones_not_applied() -> None:
