@@ -26,7 +26,7 @@ from api.routes import admin, images, page, people, review, verify, webhooks
 from api.settings import ApiSettings
 from common import docs, door, openapi
 from common.auth import Authenticator, RateLimiter
-from common.db import create_pool
+from common.db import create_pool, database_answers
 from common.errors import BrokerUnavailable
 from common.http import instrument, known_query_only, ops_router, readable_validation_errors
 from common.kafka import ensure_topics
@@ -54,7 +54,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             encoder = EnrollmentPool(workers=1)
             stack.push_async_callback(asyncio.to_thread, encoder.shutdown)
             outages = OutageWatch(settings.catch_up_grace_s)
-            watcher = asyncio.create_task(outages.watch(lambda: _database_answers(pool)))
+            watcher = asyncio.create_task(outages.watch(lambda: database_answers(pool)))
             stack.callback(watcher.cancel)
             app.state.resources = Resources(pool=pool, publisher=publisher, encoder=encoder, outages=outages)
             log.info("api ready on %s:%s", settings.api_host, settings.api_port)
@@ -63,7 +63,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def readiness() -> dict[str, bool]:
         resources: Resources = app.state.resources
         return {
-            "database": await _database_answers(resources.pool),
+            "database": await database_answers(resources.pool),
             "kafka": await asyncio.to_thread(resources.publisher.ready),
             "enrollment": resources.encoder.works(),
         }
@@ -107,15 +107,6 @@ def _html_error(request: Request, status_code: int, detail: str) -> HTMLResponse
     if "pages" not in (getattr(route, "tags", None) or []):
         return None
     return page.error_page(status_code, detail)
-
-
-async def _database_answers(pool: asyncpg.Pool) -> bool:
-    try:
-        async with pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1", timeout=2)
-        return True
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False
 
 
 #: Errors that mean PostgreSQL cannot be reached right now (a 503, not a 500).

@@ -207,18 +207,13 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
     # process needs dlib and its models (hundreds of MB); the API process that submits
     # these functions never loads them.
     from api.imaging import face_crop
-    from recognizer.core import DetectionConfig, encode_box, find_faces, scaled_box
+    from recognizer.core import DetectionConfig, encode_box, scaled_box
 
     cfg = DetectionConfig()
-    decoded = _decode(data, cfg)
-    if isinstance(decoded, Rejected):
-        return decoded
-    faces = find_faces(decoded.rgb, cfg)
-    if not faces:
-        return NoFace()
-    chosen = _choose(faces, face)
-    if chosen is None:
-        return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
+    found = _chosen_face(data, cfg, face)
+    if not isinstance(found, _Chosen):
+        return found
+    decoded, faces, chosen = found.decoded, found.faces, found.face
     index = faces.index(chosen)
     encoding = chosen.encoding if num_jitters == 1 else encode_box(decoded.rgb, chosen.box, num_jitters)
     box = scaled_box(chosen.box, decoded)
@@ -241,18 +236,13 @@ def probe_photo(data: bytes, face: FaceChoice = None) -> ProbeResult:
     past the last face). Any exception other than a rejected image is a fault of the
     worker and propagates.
     """
-    from recognizer.core import DetectionConfig, find_faces, scaled_box
+    from recognizer.core import DetectionConfig, scaled_box
 
     cfg = DetectionConfig()
-    decoded = _decode(data, cfg)
-    if isinstance(decoded, Rejected):
-        return decoded
-    faces = find_faces(decoded.rgb, cfg)
-    if not faces:
-        return NoFace()
-    chosen = _choose(faces, face)
-    if chosen is None:
-        return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
+    found = _chosen_face(data, cfg, face)
+    if not isinstance(found, _Chosen):
+        return found
+    decoded, faces, chosen = found.decoded, found.faces, found.face
     return Probe(
         index=faces.index(chosen),
         box=scaled_box(chosen.box, decoded),
@@ -313,6 +303,32 @@ def _decode(data: bytes, cfg: DetectionConfig) -> Decoded | Rejected:
         return decode_image(data, cfg.max_pixels, cfg.max_decoded_pixels)
     except ImageRejected as exc:
         return Rejected(reason=exc.reason.value, detail=exc.detail)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    decoded: Decoded
+    faces: list[FoundFace]
+    face: FoundFace
+
+
+def _chosen_face(
+    data: bytes, cfg: DetectionConfig, face: FaceChoice
+) -> _Chosen | Rejected | NoFace | SeveralFaces:
+    """Decode ``data``, find its faces and pick the one ``face`` names (see :func:`_choose`);
+    or why there is none to take."""
+    from recognizer.core import find_faces, scaled_box
+
+    decoded = _decode(data, cfg)
+    if isinstance(decoded, Rejected):
+        return decoded
+    faces = find_faces(decoded.rgb, cfg)
+    if not faces:
+        return NoFace()
+    chosen = _choose(faces, face)
+    if chosen is None:
+        return SeveralFaces([scaled_box(f.box, decoded) for f in faces])
+    return _Chosen(decoded, faces, chosen)
 
 
 def _choose(faces: list[FoundFace], face: FaceChoice) -> FoundFace | None:

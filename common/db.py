@@ -96,3 +96,13 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         await pool.close()
         raise
     return pool
+
+
+async def database_answers(pool: asyncpg.Pool) -> bool:
+    """Whether the database answers a query within 2 s now (a readiness check)."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+        return True
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import FastAPI
 
-from common.db import create_pool
+from common.db import create_pool, database_answers
 from common.http import instrument, ops_router
 from common.kafka import ensure_topics
 from notify.consumer import ResultsConsumer
@@ -70,7 +70,7 @@ def create_app(settings: NotifySettings, resolver: Resolver = resolve) -> FastAP
     async def readiness() -> dict[str, bool]:
         running: Running = app.state.running
         return {
-            "database": await _database_answers(running.pool),
+            "database": await database_answers(running.pool),
             "consumer": running.consumer.assigned and not running.tasks[0].done(),
             "sender": not running.tasks[1].done(),
         }
@@ -81,12 +81,3 @@ def create_app(settings: NotifySettings, resolver: Resolver = resolve) -> FastAP
     app.include_router(ops_router(readiness))
     instrument(app, "notify")
     return app
-
-
-async def _database_answers(pool: asyncpg.Pool) -> bool:
-    try:
-        async with pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1", timeout=2)
-        return True
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False

@@ -21,61 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 import pytest_asyncio
 from confluent_kafka import Consumer, Producer, TopicPartition
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from api.app import create_app
 from api.deps import get_encoder, get_publisher, get_settings
 from api.enrollment import EnrollmentPool, FaceChoice, ScanResult
-from api.settings import ApiSettings
 from common.kafka import AsyncProducer, watermarks
 from common.publisher import Publisher
 from schemas.codec import decode
 from schemas.envelope import Envelope
 from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
 from schemas.topics import GALLERY, SUBMITTED, face_key, person_key
-from tests.platform import ADMIN_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def settings(kafka_bootstrap: str, database_url: str) -> ApiSettings:
-    return ApiSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=SecretStr(database_url),
-        admin_api_key=SecretStr(ADMIN_KEY),
-    )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api", headers={"X-API-Key": ADMIN_KEY}
-    ) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def db(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    # Depends on app: its lifespan has applied the schema.
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 Seed = Callable[..., Awaitable[uuid.UUID]]

@@ -19,54 +19,15 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from confluent_kafka import Producer
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from api.app import create_app
 from api.deps import get_settings
-from api.settings import ApiSettings
 from recognizer.core import DetectionConfig, decode_image, find_faces, scaled_box
 from recognizer.gallery import DEFAULT_TOLERANCE
 from schemas.topics import GALLERY, face_key, person_key
-from tests.platform import ADMIN_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 EXAMPLES = "sample/examples"
-
-
-@pytest.fixture(scope="module")
-def settings(kafka_bootstrap: str, database_url: str) -> ApiSettings:
-    return ApiSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=SecretStr(database_url),
-        admin_api_key=SecretStr(ADMIN_KEY),
-    )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://api",
-        headers={"X-API-Key": ADMIN_KEY},
-        timeout=120,
-    ) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def db(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)  # after the app: its lifespan checked the schema
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,53 @@
+"""Fixtures of the results API's in-process tests (test_api, test_verify): the real app
+(its lifespan connects to the test broker and database) behind httpx's ASGI transport.
+A module that needs other settings defines its own fixtures of these names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.settings import ApiSettings
+from tests.platform import ADMIN_KEY
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str, database_url: str) -> ApiSettings:
+    return ApiSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=SecretStr(database_url),
+        admin_api_key=SecretStr(ADMIN_KEY),
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Admin-keyed; dlib work (enrollment, verification) may take a while on a loaded machine."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://api",
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=120,
+    ) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def db(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)  # after the app: its lifespan checked the schema
+    yield conn
+    await conn.close()
