@@ -4,17 +4,21 @@ A module that needs other settings defines its own fixtures of these names."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from confluent_kafka import Producer
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import ApiSettings
+from schemas.topics import GALLERY, face_key, person_key
 from tests.platform import ADMIN_KEY
 
 
@@ -51,3 +55,28 @@ async def db(app: FastAPI, database_url: str) -> AsyncIterator[asyncpg.Connectio
     conn = await asyncpg.connect(database_url)  # after the app: its lifespan checked the schema
     yield conn
     await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def forget(db: asyncpg.Connection, kafka_bootstrap: str) -> AsyncIterator[Callable[[uuid.UUID], None]]:
+    """Register people enrolled through the API; afterwards they leave the shared gallery.
+
+    Tombstones on the gallery topic remove them (and their faces) for every recognizer and
+    projector on the test broker, so other tests never match a face against them.
+    """
+    people: list[uuid.UUID] = []
+    yield people.append
+    keys = []
+    for person_id in people:
+        faces = await db.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
+        keys += [face_key(str(person_id), str(f["id"])) for f in faces]
+        keys.append(person_key(str(person_id)))
+    await asyncio.to_thread(_tombstone, kafka_bootstrap, keys)
+    await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", people)
+
+
+def _tombstone(bootstrap: str, keys: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key in keys:
+        producer.produce(GALLERY, key=key, value=None)
+    assert producer.flush(10) == 0, "gallery tombstones not delivered"

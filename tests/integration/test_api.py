@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from api.deps import get_encoder, get_publisher, get_settings
 from api.enrollment import EnrollmentPool, FaceChoice, ScanResult
@@ -127,31 +127,6 @@ async def person(db: asyncpg.Connection) -> AsyncIterator[Callable[[str], Awaita
 
     yield make
     await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", created)
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def forget(db: asyncpg.Connection, kafka_bootstrap: str) -> AsyncIterator[Callable[[uuid.UUID], None]]:
-    """Register people enrolled through the API; afterwards they leave the shared gallery.
-
-    Tombstones on the gallery topic remove them (and their faces) for every recognizer and
-    projector on the test broker, so other tests never match a face against them.
-    """
-    people: list[uuid.UUID] = []
-    yield people.append
-    keys = []
-    for person_id in people:
-        faces = await db.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
-        keys += [face_key(str(person_id), str(f["id"])) for f in faces]
-        keys.append(person_key(str(person_id)))
-    await asyncio.to_thread(_tombstone, kafka_bootstrap, keys)
-    await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", people)
-
-
-def _tombstone(bootstrap: str, keys: list[str]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key in keys:
-        producer.produce(GALLERY, key=key, value=None)
-    assert producer.flush(10) == 0, "gallery tombstones not delivered"
 
 
 class TopicTail:

@@ -7,7 +7,6 @@ leave the shared gallery afterwards (tombstones), keys made here are deleted.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,12 +17,10 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
-from confluent_kafka import Producer
 
 from api.deps import get_settings
 from recognizer.core import DetectionConfig, decode_image, find_faces, scaled_box
 from recognizer.gallery import DEFAULT_TOLERANCE
-from schemas.topics import GALLERY, face_key, person_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -40,32 +37,18 @@ def photo(faces_dir: Path) -> Callable[[str], bytes]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def new_person(
-    client: httpx.AsyncClient, db: asyncpg.Connection, kafka_bootstrap: str
-) -> AsyncIterator[Callable[[str], Awaitable[uuid.UUID]]]:
-    """Enroll people through the API; afterwards they leave the shared gallery (tombstones)."""
-    people: list[uuid.UUID] = []
+    client: httpx.AsyncClient, forget: Callable[[uuid.UUID], None]
+) -> Callable[[str], Awaitable[uuid.UUID]]:
+    """Enroll people through the API; afterwards they leave the shared gallery (``forget``)."""
 
     async def make(name: str) -> uuid.UUID:
         r = await client.post("/v1/people", json={"name": name})
         assert r.status_code == 201, r.text
-        people.append(uuid.UUID(r.json()["id"]))
-        return people[-1]
+        person_id = uuid.UUID(r.json()["id"])
+        forget(person_id)
+        return person_id
 
-    yield make
-    keys = []
-    for person_id in people:
-        faces = await db.fetch("SELECT id FROM person_faces WHERE person_id = $1", person_id)
-        keys += [face_key(str(person_id), str(f["id"])) for f in faces]
-        keys.append(person_key(str(person_id)))
-    await asyncio.to_thread(_tombstone, kafka_bootstrap, keys)
-    await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", people)
-
-
-def _tombstone(bootstrap: str, keys: list[str]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key in keys:
-        producer.produce(GALLERY, key=key, value=None)
-    assert producer.flush(10) == 0, "gallery tombstones not delivered"
+    return make
 
 
 @pytest_asyncio.fixture(loop_scope="module")
