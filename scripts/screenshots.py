@@ -84,6 +84,16 @@ SHOTS = (
 )
 
 
+def shrink(path: Path) -> None:
+    """Rewrite the PNG with a 256-colour palette: the README's screenshots stay a few
+    hundred KB in the repository instead of megabytes (a photo page is mostly photo)."""
+    from PIL import Image
+
+    with Image.open(path) as shot:
+        small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def default_key() -> str | None:
     key = os.environ.get("FACESTREAM_API_KEY")
     if key:
@@ -139,6 +149,7 @@ def take(browser: Browser, base_url: str, key: str, shot: Shot, out: Path) -> Pa
         visit(page, url)
         path = out / shot.file
         page.screenshot(path=path, full_page=True, animations="disabled")
+        shrink(path)
         if elsewhere:
             print(
                 f"[screenshots] {shot.file}: aborted requests to other origins: {elsewhere}", file=sys.stderr
