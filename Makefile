@@ -50,7 +50,7 @@ faults: install ## fault injection: kill, stop and restart the broker, database 
 	@bash scripts/pytest.sh -s tests/faults
 
 demo: install ## enroll people from a folder and submit images from another (needs `make up`)
-	@$(PY) -m cli demo
+	@./facestream demo
 
 screenshots: install ## regenerate the README's screenshots from a running platform (make up)
 	@$(PY) scripts/screenshots.py

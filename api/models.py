@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import Box
 from schemas.lifecycle import Status
@@ -123,6 +123,52 @@ class RerunPublic(_Public):
 class RerunsPublic(_Public):
     rerun: int = Field(description="Images resubmitted.")
     skipped: int = Field(description="Images of that status whose bytes are no longer stored.")
+    matched: int = Field(default=0, description="Images in the scope (at most the limit): rerun + skipped.")
+    not_rerunnable: list[uuid.UUID] = Field(
+        default_factory=list,
+        description="Of the ids asked for, those not re-run: unknown, or of another status than asked "
+        "(processed, pending), or past the limit.",
+    )
+
+
+class RerunOrder(StrEnum):
+    OLDEST = "oldest"
+    NEWEST = "newest"
+
+
+#: Most images one bulk re-run resubmits; each one is a full image on the broker.
+RERUN_MAX = 10_000
+
+
+class RerunScope(BaseModel):
+    """Which failed or unresolved images ``POST /v1/images/rerun`` resubmits: every field
+    narrows the scope (all of them together); an empty body is every such image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] | None = Field(
+        default=None, min_length=1, max_length=RERUN_MAX, description="Only these images."
+    )
+    status: list[RerunnableStatus] | None = Field(
+        default=None,
+        min_length=1,
+        description="Only images of these statuses (default: failed and unresolved).",
+    )
+    camera: Text | None = Field(default=None, min_length=1, max_length=255, description="Only this camera's.")
+    since: AwareDatetime | None = Field(default=None, description="Only images submitted at or after this.")
+    until: AwareDatetime | None = Field(default=None, description="Only images submitted before this.")
+    order: RerunOrder = Field(
+        default=RerunOrder.OLDEST, description="Which images go first (and which the limit keeps)."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, le=RERUN_MAX, description="At most this many (default 1000)."
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
 
 
 def _trimmed(v: str) -> str:

@@ -74,6 +74,10 @@ def _filter_sql(f: ImageFilter, args: list[object]) -> str:
         where.append(f"i.submitted_at < {arg(f.until)}")
     if f.filename:
         where.append(f"i.filename ILIKE {arg(_like(f.filename))}")
+    if f.ids is not None:
+        where.append(f"i.id = ANY({arg(list(f.ids))}::uuid[])")
+    if f.statuses is not None:
+        where.append(f"i.status = ANY({arg([s.value for s in f.statuses])}::text[])")
     return " AND ".join(where) or "true"
 
 
@@ -127,6 +131,8 @@ class ImageFilter:
     since: datetime | None = None
     until: datetime | None = None
     filename: str | None = None
+    ids: tuple[uuid.UUID, ...] | None = None  # only these images
+    statuses: frozenset[ImageStatus] | None = None  # any of these (with ``status``: both hold)
 
 
 @dataclass(frozen=True)
@@ -267,28 +273,40 @@ async def rerun_source(pool: asyncpg.Pool, image_id: uuid.UUID) -> asyncpg.Recor
     )
 
 
-async def rerun_candidates(pool: asyncpg.Pool, status: str, limit: int) -> list[uuid.UUID]:
-    """Ids of up to ``limit`` images of ``status``, oldest submission first."""
+async def rerun_candidates(
+    pool: asyncpg.Pool, f: ImageFilter, *, newest: bool, limit: int
+) -> list[uuid.UUID]:
+    """Ids of up to ``limit`` images that ``f`` keeps, oldest (or ``newest``) submission first.
+
+    Both orders walk the keyset indexes (``submitted_at DESC NULLS LAST, id``), the oldest
+    backwards: images without a submission time count as the oldest.
+    """
+    args: list[object] = []
+    where = _filter_sql(f, args)
+    order = "i.submitted_at DESC NULLS LAST, i.id" if newest else "i.submitted_at ASC NULLS FIRST, i.id DESC"
     rows = await pool.fetch(
-        "SELECT id FROM images WHERE status = $1 ORDER BY submitted_at NULLS LAST, id LIMIT $2",
-        status,
-        limit,
+        f"SELECT i.id FROM images i WHERE {where} ORDER BY {order} LIMIT ${len(args) + 1}", *args, limit
     )
     return [r["id"] for r in rows]
 
 
-async def rerun_sources(pool: asyncpg.Pool, image_ids: list[uuid.UUID], status: str) -> list[asyncpg.Record]:
-    """Like :func:`rerun_source` for several images, keeping those still of ``status``."""
-    return await pool.fetch(
+async def rerun_sources(
+    pool: asyncpg.Pool, image_ids: list[uuid.UUID], statuses: frozenset[ImageStatus]
+) -> list[asyncpg.Record]:
+    """Like :func:`rerun_source` for several images (in the order of ``image_ids``), keeping
+    those still of one of ``statuses``."""
+    rows = await pool.fetch(
         """
         SELECT i.id, i.run, i.status, i.filename, i.content_type, i.source, i.camera, i.metadata,
                i.submitted_at, b.content
         FROM images i LEFT JOIN image_blobs b ON b.image_id = i.id
-        WHERE i.id = ANY($1::uuid[]) AND i.status = $2
+        WHERE i.id = ANY($1::uuid[]) AND i.status = ANY($2::text[])
         """,
         image_ids,
-        status,
+        [s.value for s in statuses],
     )
+    position = {image_id: n for n, image_id in enumerate(image_ids)}
+    return sorted(rows, key=lambda r: position[r["id"]])
 
 
 async def rendering_source(pool: asyncpg.Pool, image_id: uuid.UUID, kind: str) -> asyncpg.Record | None:

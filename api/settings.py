@@ -51,7 +51,6 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
         description="Jittered copies averaged into an enrolled face's encoding: about 10x the encoding "
         "time, paid once per enrolled face, for a steadier gallery (docs/MATCHING.md).",
     )
-    rerun_max: int = Field(default=10_000, ge=1, description="Most images one bulk re-run may resubmit.")
     dead_letter_replay_deadline_s: float = Field(
         default=60.0,
         gt=0,

@@ -46,5 +46,20 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image(p))
 
 
+def images_of(paths: list[Path]) -> list[Path]:
+    """The files to submit: each file named as it is (whatever its suffix: the service
+    decides by content), and every image under each folder. Raises FileNotFoundError
+    for a path that does not exist."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(images_in(path))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return found
+
+
 def _display(name: str) -> str:
     return name.replace("_", " ").strip() or name

@@ -24,6 +24,11 @@ password of HTTP Basic authentication (what a browser prompts for on the results
 Keys are checked at the door (:mod:`common.door`), before routing and before a body is
 read; a route names the scope it needs with ``dependencies=[require(scope)]``.
 
+A key may expire (``expires_at``): past it, it is refused with 401 "expired", even
+from the cache. The services that check keys record when each was last used
+(``api_key_use``), at most once per ``auth_last_used_every_s`` per key and process, after
+the request's check and without holding it up.
+
 Verified keys are cached for ``auth_cache_ttl_s`` (revocation takes effect within that
 time) in a least-recently-used cache of ``auth_cache_size`` keys. While PostgreSQL is
 unreachable a key verified in the last ``auth_stale_ok_s`` keeps working, so an outage of
@@ -39,17 +44,19 @@ key can make N times its limit in all.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar, get_args
 
 import asyncpg
@@ -61,6 +68,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.db import DATABASE_UNAVAILABLE
 
+log = logging.getLogger(__name__)
+
+#: Why a key's last use may go unwritten (and be tried again at its next use).
+_USE_NOT_RECORDED: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+
 Scope = Literal["submit", "query", "enroll", "verify", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 KEY_PREFIX = "fsk_"
@@ -69,7 +81,7 @@ BOOTSTRAP_ID = "bootstrap-admin"
 AUTH_FAILURES = Counter(
     "facestream_auth_failures_total",
     "Requests refused by authentication or authorisation.",
-    ["service", "reason"],  # missing | invalid | scope | unavailable | throttled
+    ["service", "reason"],  # missing | invalid | expired | scope | unavailable | throttled
 )
 RATE_LIMITED = Counter("facestream_rate_limited_total", "Requests refused with 429.", ["service"])
 
@@ -135,6 +147,12 @@ class AuthSettings(BaseSettings):
         description="Failed key checks (unknown, revoked or malformed key) one client address may make a "
         "minute, and at once; beyond that its keys are not looked up: 429 with Retry-After.",
     )
+    auth_last_used_every_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A key's last use is written at most this often per key and process (what "
+        "GET /v1/admin/keys shows as last_used_at).",
+    )
     auth_db_timeout_s: float = Field(
         default=2.0,
         gt=0,
@@ -179,17 +197,30 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, name, scopes and requests-per-minute (None: unlimited)."""
+    """Who is calling: the key's id, name, scopes, requests-per-minute (None: unlimited)
+    and when it expires (None: never)."""
 
     key_id: str
     name: str
     scopes: frozenset[str]
     rate_per_minute: int | None
+    expires_at: datetime | None = None
 
     def allows(self, scope: Scope) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+#: The longest a key may be made to last from its creation (ten years).
+MAX_KEY_LIFETIME = timedelta(days=3650)
 
 
 class KeyCreate(BaseModel):
@@ -198,6 +229,36 @@ class KeyCreate(BaseModel):
     rate_per_minute: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Omit for the service default."
     )
+    expires_at: datetime | None = Field(
+        default=None, description="When the key stops working (ISO 8601 with a zone). Omit: never."
+    )
+    expires_in_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_KEY_LIFETIME.days,
+        description="The same, counted from now (days, fractions allowed). Give this or expires_at.",
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Self:
+        if self.expires_at is not None and self.expires_in_days is not None:
+            raise ValueError("give expires_at or expires_in_days, not both")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2027-01-31T00:00:00Z)")
+        return self
+
+    def expiry(self, now: datetime) -> datetime | None:
+        """When a key made at ``now`` to this spec expires; ValueError if that is already past
+        or further than :data:`MAX_KEY_LIFETIME`."""
+        if self.expires_in_days is not None:
+            return now + timedelta(days=self.expires_in_days)
+        if self.expires_at is None:
+            return None
+        if self.expires_at <= now:
+            raise ValueError(f"expires_at {self.expires_at.isoformat()} is already past")
+        if self.expires_at - now > MAX_KEY_LIFETIME:
+            raise ValueError(f"expires_at is more than {MAX_KEY_LIFETIME.days} days away")
+        return self.expires_at
 
 
 class KeyPublic(BaseModel):
@@ -207,44 +268,84 @@ class KeyPublic(BaseModel):
     rate_per_minute: int | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(default=None, description="Null: never expires.")
+    expired: bool = Field(default=False, description="Past expires_at: refused like a revoked key.")
+    last_used_at: datetime | None = Field(
+        default=None,
+        description="When a service last accepted the key (to within AUTH_LAST_USED_EVERY_S); null: never.",
+    )
 
 
 class KeyCreated(KeyPublic):
     key: str = Field(description="The key itself. Shown only now: store it.")
 
 
-_KEY_COLUMNS = "id, name, scopes, rate_per_minute, created_at, revoked_at"
+_KEY_COLUMNS = """
+    k.id, k.name, k.scopes, k.rate_per_minute, k.created_at, k.revoked_at, k.expires_at,
+    coalesce(k.expires_at <= now(), false) AS expired, u.last_used_at
+"""
 
 
 async def create_key(pool: asyncpg.Pool, spec: KeyCreate) -> KeyCreated:
+    """Make and store a key; ValueError if its expiry is past or too far (see KeyCreate.expiry)."""
     key, key_id = new_key()
+    expires_at = spec.expiry(utcnow())
     row = await pool.fetchrow(
-        f"INSERT INTO api_keys (id, name, scopes, key_sha256, rate_per_minute) VALUES ($1, $2, $3, $4, $5) "
-        f"RETURNING {_KEY_COLUMNS}",
+        f"""
+        WITH k AS (
+            INSERT INTO api_keys (id, name, scopes, key_sha256, rate_per_minute, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING *
+        )
+        SELECT {_KEY_COLUMNS} FROM k LEFT JOIN api_key_use u ON false
+        """,
         key_id,
         spec.name,
         sorted(set(spec.scopes)),
         digest(key),
         spec.rate_per_minute,
+        expires_at,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return KeyCreated(key=key, **dict(row))
 
 
 async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool) -> list[KeyPublic]:
-    where = "" if include_revoked else "WHERE revoked_at IS NULL"
-    rows = await pool.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY created_at, id")
+    """Keys oldest first; revoked ones only with ``include_revoked`` (expired ones always)."""
+    where = "" if include_revoked else "WHERE k.revoked_at IS NULL"
+    rows = await pool.fetch(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_use u ON u.key_id = k.id {where} "
+        "ORDER BY k.created_at, k.id"
+    )
     return [KeyPublic(**dict(r)) for r in rows]
 
 
 async def revoke_key(pool: asyncpg.Pool, key_id: str) -> KeyPublic | None:
     """Revoke (idempotently); None if no such key."""
     row = await pool.fetchrow(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
-        f"WHERE id = $1 RETURNING {_KEY_COLUMNS}",
+        f"""
+        WITH k AS (
+            UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING *
+        )
+        SELECT {_KEY_COLUMNS} FROM k LEFT JOIN api_key_use u ON u.key_id = k.id
+        """,
         key_id,
     )
     return KeyPublic(**dict(row)) if row else None
+
+
+async def record_use(pool: asyncpg.Pool, key_id: str, at: datetime, wait_s: float) -> None:
+    """Note that ``key_id`` was used at ``at`` (never moving its last use back); waits at most
+    ``wait_s`` for the database."""
+    await pool.execute(
+        """
+        INSERT INTO api_key_use (key_id, last_used_at) VALUES ($1, $2)
+        ON CONFLICT (key_id) DO UPDATE
+            SET last_used_at = greatest(api_key_use.last_used_at, EXCLUDED.last_used_at)
+        """,
+        key_id,
+        at,
+        timeout=wait_s,
+    )
 
 
 # --------------------------------------------------------------------- rate limits
@@ -403,21 +504,26 @@ class Authenticator:
     settings: AuthSettings
     pool: Callable[[], asyncpg.Pool]
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = utcnow  # expiry and last use are calendar times
     limiter: RateLimiter = field(default_factory=RateLimiter)
     good: LruCache[Principal] = field(init=False)
     unknown: LruCache[None] = field(init=False)
     failures: FailureLimiter = field(init=False)
+    #: key id -> when (``clock``) its use was last written by this process
+    used: LruCache[None] = field(init=False)
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.good = LruCache(self.settings.auth_cache_size)
         self.unknown = LruCache(self.settings.auth_negative_cache_size)
         self.failures = FailureLimiter(self.settings.auth_failures_per_minute, clock=self.clock)
+        self.used = LruCache(self.settings.auth_cache_size)
 
     async def principal(self, key: str, client: str = "unknown") -> Principal | None:
         """The key's principal; None if unknown, revoked or malformed (a failure of ``client``).
 
-        Raises HTTP 429 while ``client`` is over its failures, 503 if the database cannot
-        tell and the key was not verified in the last ``auth_stale_ok_s``.
+        Raises HTTP 401 if the key has expired, 429 while ``client`` is over its failures, 503
+        if the database cannot tell and the key was not verified in the last ``auth_stale_ok_s``.
         """
         admin = self.settings.admin_api_key
         if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
@@ -426,7 +532,7 @@ class Authenticator:
         now = self.clock()
         good = self.good.get(hashed)
         if good is not None and now - good[1] < self.settings.auth_cache_ttl_s:
-            return good[0]
+            return self._unexpired(good[0], client)
         wait = self.failures.wait(client) if good is None else 0.0  # a known key: one lookup at most
         if wait > 0:
             AUTH_FAILURES.labels(self.service, "throttled").inc()
@@ -445,7 +551,7 @@ class Authenticator:
             row = await self._lookup(hashed)
         except DATABASE_UNAVAILABLE:
             if good is not None and now - good[1] < self.settings.auth_stale_ok_s:
-                return good[0]
+                return self._unexpired(good[0], client)
             AUTH_FAILURES.labels(self.service, "unavailable").inc()
             raise HTTPException(
                 503, "cannot verify the API key: the database is unavailable", headers={"Retry-After": "5"}
@@ -460,16 +566,48 @@ class Authenticator:
             row["name"],
             frozenset(row["scopes"]),
             row["rate_per_minute"] or self.settings.rate_limit_per_minute,
+            row["expires_at"],
         )
         self.unknown.pop(hashed)
         self.good.put(hashed, principal, now)
-        return principal
+        return self._unexpired(principal, client)
+
+    def _unexpired(self, principal: Principal, client: str) -> Principal:
+        """``principal``, unless its key has expired: then HTTP 401 (a failure of ``client``)."""
+        if not principal.expired(self.wall()):
+            return principal
+        self.failures.failed(client)
+        AUTH_FAILURES.labels(self.service, "expired").inc()
+        assert principal.expires_at is not None
+        raise _unauthorized(f"the API key {principal.key_id} expired at {principal.expires_at.isoformat()}")
+
+    def note_use(self, principal: Principal) -> None:
+        """Write that a stored key was used now, unless this process did in the last
+        ``auth_last_used_every_s``. In the background: a request never waits for it, and a
+        failed write is only logged (the next use tries again)."""
+        if principal.key_id == BOOTSTRAP_ID:
+            return
+        now = self.clock()
+        last = self.used.get(principal.key_id)
+        if last is not None and now - last[1] < self.settings.auth_last_used_every_s:
+            return
+        self.used.put(principal.key_id, None, now)
+        task = asyncio.create_task(self._record_use(principal.key_id, self.wall()))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record_use(self, key_id: str, at: datetime) -> None:
+        try:
+            await record_use(self.pool(), key_id, at, self.settings.auth_db_timeout_s)
+        except _USE_NOT_RECORDED as exc:
+            self.used.pop(key_id)
+            log.warning("could not record the use of API key %s (%s)", key_id, exc)
 
     async def _lookup(self, hashed: str) -> asyncpg.Record | None:
         timeout = self.settings.auth_db_timeout_s
         async with self.pool().acquire(timeout=timeout) as conn:
             row: asyncpg.Record | None = await conn.fetchrow(
-                "SELECT id, name, scopes, rate_per_minute FROM api_keys "
+                "SELECT id, name, scopes, rate_per_minute, expires_at FROM api_keys "
                 "WHERE key_sha256 = $1 AND revoked_at IS NULL",
                 hashed,
                 timeout=timeout,
@@ -477,7 +615,8 @@ class Authenticator:
             return row
 
     async def authenticate(self, credentials: Credentials | None, client: str) -> Principal:
-        """The caller's principal; HTTP 401 (no key, or not a valid one), 429 or 503 otherwise."""
+        """The caller's principal (its use noted); HTTP 401 (no key, or not a valid or an
+        expired one), 429 or 503 otherwise."""
         if credentials is None:
             AUTH_FAILURES.labels(self.service, "missing").inc()
             raise _unauthorized("an API key is required (X-API-Key header)")
@@ -485,6 +624,7 @@ class Authenticator:
         if principal is None:
             AUTH_FAILURES.labels(self.service, "invalid").inc()
             raise _unauthorized("the API key is not valid (unknown or revoked)")
+        self.note_use(principal)
         return principal
 
     def authorize(self, request: Request, scope: Scope) -> Principal:

@@ -1,4 +1,4 @@
-"""``python -m notify``: deliver recognitions to webhooks (see notify.app)."""
+"""``python -m notify``: deliver recognitions to webhooks and MQTT (see notify.app)."""
 
 from __future__ import annotations
 

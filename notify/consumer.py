@@ -1,28 +1,34 @@
-"""The Kafka side: reads images.results in notify's own consumer group and writes the
-deliveries each result makes into PostgreSQL.
+"""The Kafka side of notify: reads images.results in a consumer group of its own and hands
+each result to a handler (webhooks: :func:`write_deliveries`; MQTT:
+notify.mqtt_consumer), one at a time, in order.
 
-Contract: a message's offset is stored for commit only once its deliveries are written
-(``INSERT ... ON CONFLICT DO NOTHING`` on ids derived from webhook, image, run, event and
-face), so a crash commits nothing unwritten and a redelivered result writes nothing
-twice: at least once, without duplicates. While the database is down the consumer waits
-and tries the same message again; it never skips one. Messages that are not results
-(unknown event types, poison) are passed over: the stream worker dead-letters those.
-A new group starts at the topic's end: a webhook gets what is recognized after notify
-first runs, not a week of history.
+Contract: a message's offset is stored for commit only once its handler returned (the
+webhook handler writes its deliveries with ``INSERT ... ON CONFLICT DO NOTHING`` on ids
+derived from webhook, image, run, event and face; the MQTT handler has every PUBACK), so
+a crash commits nothing unhandled: at least once. While the handler fails for a reason
+that passes (the database or the MQTT broker is down) the consumer waits and tries the
+same message again; it never skips one. Messages that are not results (unknown event
+types, poison) are passed over: the stream worker dead-letters those. A new group starts
+at the topic's end: a receiver gets what is recognized after notify first runs, not a
+week of history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from prometheus_client import Counter
 
 from common.db import DATABASE_UNAVAILABLE
 from notify import metrics
 from notify.deliveries import Delivery, Webhook, plan
+from notify.readmodel import context_of
 from notify.settings import NotifySettings
 from schemas import codec
 from schemas.errors import SchemaError
@@ -31,15 +37,20 @@ from schemas.topics import RESULTS
 
 log = logging.getLogger(__name__)
 
-#: Writing a result's deliveries failed for a reason that passes: wait and try again.
-_RETRIED: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+#: Reading the read model or writing deliveries failed for a reason that passes: wait and
+#: try again.
+DATABASE_RETRIED: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+
+Result = FacesRecognized | ImageFailed
+#: Does what a result calls for; returns the ``kind`` it is counted as once done.
+Handler = Callable[[Result], Awaitable[str]]
 
 
-def consumer_config(settings: NotifySettings) -> dict[str, Any]:
+def consumer_config(settings: NotifySettings, group_id: str, client_id: str) -> dict[str, Any]:
     return settings.librdkafka(
         **{
-            "group.id": settings.notify_group_id,
-            "client.id": "facestream-notify",
+            "group.id": group_id,
+            "client.id": client_id,
             "enable.auto.commit": True,
             "enable.auto.offset.store": False,  # stored once the deliveries are written
             "auto.commit.interval.ms": 1000,
@@ -63,26 +74,14 @@ async def webhooks(conn: asyncpg.Pool | asyncpg.Connection) -> list[Webhook]:
     ]
 
 
-async def deliveries_for(pool: asyncpg.Pool, result: FacesRecognized | ImageFailed) -> list[Delivery]:
+async def deliveries_for(pool: asyncpg.Pool, result: Result) -> list[Delivery]:
     """What :func:`notify.deliveries.plan` makes of ``result``, with the read model's
     camera, names and erasures."""
     hooks = await webhooks(pool)
     if not hooks:
         return []
-    camera = await pool.fetchval("SELECT camera FROM images WHERE id = $1::uuid", result.image_id)
-    people = (
-        sorted({f.person_id for f in result.faces if f.person_id})
-        if isinstance(result, FacesRecognized)
-        else []
-    )
-    names: dict[str, str] = {}
-    erased: set[str] = set()
-    if people:
-        rows = await pool.fetch("SELECT id, name FROM people WHERE id = ANY($1::uuid[])", people)
-        names = {str(r["id"]): r["name"] for r in rows}
-        rows = await pool.fetch("SELECT id FROM erased_people WHERE id = ANY($1::uuid[])", people)
-        erased = {str(r["id"]) for r in rows}
-    return plan(result, hooks, camera=camera, names=names, erased=erased)
+    ctx = await context_of(pool, result)
+    return plan(result, hooks, camera=ctx.camera, names=ctx.names, erased=ctx.erased)
 
 
 async def store(pool: asyncpg.Pool, deliveries: list[Delivery]) -> None:
@@ -102,18 +101,47 @@ async def store(pool: asyncpg.Pool, deliveries: list[Delivery]) -> None:
         metrics.CREATED.labels(d.event.value).inc()
 
 
+def write_deliveries(pool: asyncpg.Pool) -> Handler:
+    """The webhook handler: writes the deliveries a result makes (the sender sends them)."""
+
+    async def handle(result: Result) -> str:
+        await store(pool, await deliveries_for(pool, result))
+        return "planned"
+
+    return handle
+
+
 class ResultsConsumer:
-    def __init__(self, pool: asyncpg.Pool, settings: NotifySettings) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.consumer = Consumer(consumer_config(settings))
+    """One consumer group on images.results feeding one handler (see the module's contract).
+
+    ``retried``: the handler's errors that pass (wait and try the same message again,
+    backing off up to ``max_delay_s``); any other error ends :meth:`run`. ``results``
+    counts messages by kind (the handler's, or ``skipped``).
+    """
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        handler: Handler,
+        *,
+        group_id: str,
+        client_id: str,
+        retried: tuple[type[BaseException], ...] = DATABASE_RETRIED,
+        results: Counter = metrics.RESULTS,
+        max_delay_s: float = 30.0,
+    ) -> None:
+        self.handler = handler
+        self.retried = retried
+        self.results = results
+        self.max_delay_s = max_delay_s
+        self.consumer = Consumer(consumer_config(settings, group_id, client_id))
         self.assigned = False
 
     def _on_assign(self, _consumer: Consumer, partitions: list[Any]) -> None:
         self.assigned = True
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Read, plan, store, store the offset, until ``stopping``; then commit and leave."""
+        """Read, handle, store the offset, until ``stopping``; then commit and leave."""
         self.consumer.subscribe([RESULTS], on_assign=self._on_assign)
         try:
             while not stopping.is_set():
@@ -129,28 +157,38 @@ class ResultsConsumer:
         finally:
             await asyncio.to_thread(self.consumer.close)  # commits what is stored
 
+    def _done(self, msg: Message) -> None:
+        """Store ``msg``'s offset for the next commit."""
+        try:
+            self.consumer.store_offsets(message=msg)
+        except KafkaException as exc:
+            # Its partition went to another member while the handler waited (past
+            # max.poll.interval.ms): the group reads the message again (at least once).
+            log.warning("images.results [%s] at %s not stored (%s)", msg.partition(), msg.offset(), exc)
+
     async def handle(self, msg: Message, stopping: asyncio.Event) -> None:
         try:
             env = codec.decode(msg.value())
         except SchemaError as exc:
             log.info("passing over a message on images.results (%s)", exc)
-            metrics.RESULTS.labels("skipped").inc()
-            self.consumer.store_offsets(message=msg)
+            self.results.labels("skipped").inc()
+            self._done(msg)
             return
         if not isinstance(env.data, FacesRecognized | ImageFailed):
-            metrics.RESULTS.labels("skipped").inc()
-            self.consumer.store_offsets(message=msg)
+            self.results.labels("skipped").inc()
+            self._done(msg)
             return
         delay = 0.5
         while True:
             try:
-                await store(self.pool, await deliveries_for(self.pool, env.data))
+                kind = await self.handler(env.data)
                 break
-            except _RETRIED as exc:
+            except self.retried as exc:
+                log.warning("could not handle the result of %s (%s); trying again", env.data.image_id, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
                 if stopping.is_set():
                     return  # not stored: the group reads it again
-                log.warning("could not write the deliveries of %s (%s); trying again", env.data.image_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-        metrics.RESULTS.labels("planned").inc()
-        self.consumer.store_offsets(message=msg)
+                delay = min(delay * 2, self.max_delay_s)
+        self.results.labels(kind).inc()
+        self._done(msg)

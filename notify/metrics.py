@@ -1,6 +1,8 @@
 """Prometheus metrics of notify (served on /metrics by notify.app)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from notify.mqtt import KINDS
 
 #: Final outcomes: delivered (a 2xx), failed (given up after the retry bound), refused
 #: (the URL resolved to an address facestream never calls: never sent).
@@ -19,6 +21,21 @@ RESULTS = Counter(
     "facestream_webhook_results_total", "Messages read from images.results, by what was done.", ["kind"]
 )
 
+#: MQTT (notify.mqtt_link): messages the broker acknowledged (PUBACK), by kind (notify.mqtt.KINDS).
+MQTT_PUBLISHED = Counter(
+    "facestream_mqtt_messages_published_total", "MQTT messages acknowledged by the broker, by kind.", ["kind"]
+)
+MQTT_RESULTS = Counter(
+    "facestream_mqtt_results_total",
+    "Messages read from images.results by the MQTT consumer, by what was done.",
+    ["kind"],
+)
+MQTT_CONNECTED = Gauge("facestream_mqtt_connected", "1 while notify is connected to the MQTT broker.")
+#: ``connect``: a connection failed or was lost (reconnected with backoff); ``publish``: a
+#: result's messages were not all acknowledged, or there was no connection to publish on
+#: (published again).
+MQTT_ERRORS = Counter("facestream_mqtt_errors_total", "MQTT failures, by stage.", ["stage"])
+
 # Known label values start at 0 (alerts cannot tell "none yet" from "not scraped").
 for _outcome in ("delivered", "failed", "refused"):
     DELIVERIES.labels(_outcome)
@@ -28,3 +45,9 @@ for _event in ("face.identified", "face.unknown", "image.failed"):
     CREATED.labels(_event)
 for _kind in ("planned", "skipped"):
     RESULTS.labels(_kind)
+for _kind in KINDS:
+    MQTT_PUBLISHED.labels(_kind)
+for _kind in ("published", "skipped"):
+    MQTT_RESULTS.labels(_kind)
+for _stage in ("connect", "publish"):
+    MQTT_ERRORS.labels(_stage)

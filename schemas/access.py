@@ -106,7 +106,8 @@ RECOGNIZER_GROUP = "facestream-recognizers"
 GALLERY_READER_GROUP = "facestream-gallery-reader"
 #: The API's dead-letter replay (api/dead_letters.py GROUP).
 REPLAY_GROUP = "facestream-dead-letter-replay"
-#: notify's webhook deliveries (NOTIFY_GROUP_ID, notify/settings.py).
+#: notify's consumer groups, a prefix: webhooks (NOTIFY_GROUP_ID) and MQTT (MQTT_GROUP_ID,
+#: facestream-notify-mqtt); notify/settings.py.
 NOTIFY_GROUP = "facestream-notify"
 
 
@@ -181,7 +182,8 @@ API = _principal(
 NOTIFY = _principal(
     "notify",
     on_topics(ALL_TOPICS, D),  # ensure_topics
-    # Webhooks are made from results (notify/consumer.py); it publishes nothing.
+    # Webhooks and MQTT messages are made from results (notify/consumer.py); it publishes
+    # nothing to Kafka.
     on_topics([topics.RESULTS], R),
     on_group(NOTIFY_GROUP, R),
 )

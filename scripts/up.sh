@@ -22,7 +22,7 @@ if [ -z "${DATABASE_URL:-}" ]; then bash scripts/postgres.sh start; fi
 export WORKERS=${WORKERS:-$(nproc)}
 export RESULTS_BASE_URL=${RESULTS_BASE_URL:-http://127.0.0.1:8001}
 if [ -z "${ADMIN_API_KEY:-}" ]; then
-  # A random bootstrap admin key, made once and kept (mode 600); `python -m cli` reads it.
+  # A random bootstrap admin key, made once and kept (mode 600); `./facestream` reads it.
   if [ ! -s "$run/admin-key" ]; then
     (umask 077 && .venv/bin/python -c 'import secrets; print("fsk-admin-" + secrets.token_urlsafe(32))' >"$run/admin-key")
   fi
@@ -93,6 +93,6 @@ facestream is up ($WORKERS recognizer processes).
   Results API       http://127.0.0.1:8001/docs    (GET /v1/images, POST /v1/people, POST /v1/webhooks)
   Metrics           :8000/metrics :8001/metrics :6066/metrics :9101/metrics :6070/metrics
   Logs              $run/logs/
-  Admin API key     $run/admin-key  (send it as X-API-Key; python -m cli uses it)
+  Admin API key     $run/admin-key  (send it as X-API-Key; ./facestream uses it)
   Try               make demo        Stop: make down
 MSG

@@ -8,6 +8,10 @@ Where do the broker and database come from, in this order:
    (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run; a service that was
    already running is left running).
 
+The MQTT broker (for notify's MQTT_URL) is Debian's mosquitto, always started here on
+11883 + the offset, with a password file (so logging in is exercised), and stopped at the
+end (:class:`Mosquitto`).
+
 Either way the schema migrations are applied once, when the session first needs the
 database (``python -m common.migrate`` does the same for ``make up``); the services
 never run DDL.
@@ -16,13 +20,16 @@ never run DDL.
 from __future__ import annotations
 
 import gc
+import getpass
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +45,7 @@ TEST_RUN_DIR = ROOT / ".run" / "test"
 PORT_OFFSET = int(os.environ.get("FACESTREAM_TEST_PORT_OFFSET", "0"))
 KAFKA_PORT = 19092 + PORT_OFFSET
 PG_PORT = 15432 + PORT_OFFSET
+MQTT_PORT = 11883 + PORT_OFFSET
 # outside the checkout: the postgres user must reach it
 PG_DIR = Path(f"/tmp/facestream-test-pg-{PG_PORT}")
 
@@ -147,9 +155,89 @@ def database_url() -> Iterator[str]:
         _script("postgres.sh", "stop", env)
 
 
+@dataclass
+class Mosquitto:
+    """A real MQTT broker (Debian's mosquitto) on 127.0.0.1:``port``; anonymous clients are
+    refused, ``user``/``password`` log in. Retained messages and persistent sessions are
+    saved in ``directory`` when it stops, and restored when it starts again."""
+
+    port: int
+    directory: Path
+    user: str = "facestream"
+    password: str = "mqtt-test-password"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def url(self, password: str | None = None) -> str:
+        return f"mqtt://{self.user}:{password or self.password}@127.0.0.1:{self.port}"
+
+    def configure(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        passwords = self.directory / "passwd"
+        subprocess.run(
+            ["mosquitto_passwd", "-b", "-c", str(passwords), self.user, self.password],
+            check=True,
+            capture_output=True,
+        )
+        (self.directory / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous false\n"
+            f"password_file {passwords}\n"
+            "persistence true\n"
+            f"persistence_location {self.directory}/\n"
+            # As root it would switch to the user "mosquitto", who cannot read our files.
+            f"user {getpass.getuser()}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+
+    def start(self, timeout: float = 30) -> None:
+        assert self.proc is None, "mosquitto already runs"
+        if _port_open(self.port):
+            pytest.fail(f"port {self.port} is taken: set FACESTREAM_TEST_PORT_OFFSET to move the test ports")
+        log = (self.directory / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen(
+            [_mosquitto(), "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mosquitto did not start; see {self.directory / 'mosquitto.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM: it saves its state) and wait until it has."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+
+def _mosquitto() -> str:
+    """The broker's executable (Debian puts it in /usr/sbin, off a user's PATH)."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+    if found is None:
+        pytest.fail("mosquitto is not installed (scripts/install.sh installs Debian's package)")
+    return found
+
+
 @pytest.fixture(scope="session")
-def platform(kafka_bootstrap: str, database_url: str, faces_dir: Path) -> Iterator[Platform]:
-    """Every service running as its own process, as `make up` runs them."""
-    p = start_platform(kafka_bootstrap, database_url, faces_dir)
+def mosquitto() -> Iterator[Mosquitto]:
+    _mosquitto()
+    directory = TEST_RUN_DIR / f"mosquitto-{MQTT_PORT}"
+    shutil.rmtree(directory, ignore_errors=True)
+    broker = Mosquitto(MQTT_PORT, directory)
+    broker.configure()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(
+    kafka_bootstrap: str, database_url: str, faces_dir: Path, mosquitto: Mosquitto
+) -> Iterator[Platform]:
+    """Every service running as its own process, as `make up` runs them; notify publishes
+    to the test's mosquitto too."""
+    p = start_platform(kafka_bootstrap, database_url, faces_dir, mqtt_url=mosquitto.url())
     yield p
     p.stop_all()

@@ -254,13 +254,15 @@ def start_platform(
     log_dir: Path = LOGS,
     as_roles: bool = os.environ.get("FACESTREAM_TEST_AS_OWNER") != "1",
     notify_port: int = NOTIFY_TEST_PORT,
+    mqtt_url: str | None = None,
 ) -> Platform:
     """Start stream, recognizer, ingest, api and notify (in that order) and wait until each
     is ready.
 
     ``database_url`` is the schema owner's; with ``as_roles`` (the default; not with
     FACESTREAM_TEST_AS_OWNER=1) each service logs in as its own role's user
-    (:func:`role_urls`), as deployments run them.
+    (:func:`role_urls`), as deployments run them. ``mqtt_url``: notify publishes there too
+    (MQTT_URL).
     """
     ingest, api, stream, recognizer = ports
     full_env = {
@@ -282,6 +284,10 @@ def start_platform(
         "WEBHOOK_RETRY_BASE_S": "0.2",
         "WEBHOOK_RETRY_MAX_S": "2",
         "WEBHOOK_TIMEOUT_S": "5",
+        # MQTT reconnects within a test's patience (production: up to 30 s apart).
+        "MQTT_RECONNECT_MAX_S": "1",
+        "MQTT_TIMEOUT_S": "3",
+        **({"MQTT_URL": mqtt_url} if mqtt_url else {}),
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }

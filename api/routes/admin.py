@@ -54,13 +54,18 @@ async def replay(
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)
 async def create_api_key(pool: PoolDep, spec: KeyCreate) -> KeyCreated:
-    """Create an API key with the given scopes. The key is in this answer and nowhere else."""
-    return await create_key(pool, spec)
+    """Create an API key with the given scopes, and optionally an expiry (``expires_at`` or
+    ``expires_in_days``; 422 if it is past). The key is in this answer and nowhere else."""
+    try:
+        return await create_key(pool, spec)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid request: {exc}") from None
 
 
 @router.get("/keys")
 async def list_api_keys(pool: PoolDep, include_revoked: Annotated[bool, Query()] = False) -> list[KeyPublic]:
-    """Every key (without its secret), oldest first."""
+    """Every key (without its secret), oldest first, with its expiry and when it was last used.
+    Revoked keys only with ``include_revoked``; expired ones always (``expired: true``)."""
     return await list_keys(pool, include_revoked=include_revoked)
 
 

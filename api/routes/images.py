@@ -15,16 +15,20 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 
 from api import imaging, queries, renderings
 from api.deps import OutagesDep, PoolDep, PublisherDep
 from api.models import (
+    RERUN_MAX,
     ImageErasedPublic,
     ImagePublic,
     ImagesPublic,
+    ImageStatus,
     RerunnableStatus,
+    RerunOrder,
     RerunPublic,
+    RerunScope,
     RerunsPublic,
 )
 from api.routes.paging import ImageFilterDep, Limit, PageDep
@@ -49,8 +53,6 @@ _IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}}, "description": "The image."}
 }
 
-#: Most images one bulk re-run resubmits; each one is a full image on the broker.
-RERUN_MAX = 10_000
 #: Images whose bytes are in memory at once during a bulk re-run.
 _RERUN_BATCH = 10
 
@@ -123,19 +125,42 @@ def _jpeg(content: bytes) -> Response:
 async def rerun_all(
     pool: PoolDep,
     publisher: PublisherDep,
-    status_filter: Annotated[RerunnableStatus, Query(alias="status")],
-    limit: Annotated[int, Query(ge=1, le=RERUN_MAX)] = 1000,
+    scope: Annotated[RerunScope | None, Body()] = None,
+    status_query: Annotated[
+        RerunnableStatus | None, Query(alias="status", description="Older clients: the body's `status`.")
+    ] = None,
+    limit_query: Annotated[
+        int | None, Query(alias="limit", ge=1, le=RERUN_MAX, description="Older clients: the body's `limit`.")
+    ] = None,
 ) -> RerunsPublic:
-    """Re-run up to ``limit`` images of ``status`` (unresolved or failed), oldest first.
+    """Re-run the failed or unresolved images in a scope, oldest first unless ``order`` is
+    ``newest``: by ``ids``, ``status``, ``camera`` and a ``since``/``until`` window of
+    submission, at most ``limit`` (unless given: as many as ``ids``, else 1000). No body:
+    every such image.
 
-    Images whose bytes are no longer stored are counted in ``skipped``. 503 if the broker
-    stops acknowledging part way; some images may then already be resubmitted, and
-    repeating the request is safe (it resubmits the rest, and the same runs again).
+    Images whose bytes are no longer stored are counted in ``skipped``; ids asked for but
+    not re-run are listed in ``not_rerunnable``. 503 if the broker stops acknowledging part
+    way; some images may then already be resubmitted, and repeating the request is safe
+    (it resubmits the rest, and the same runs again).
     """
-    ids = await queries.rerun_candidates(pool, status_filter.value, limit)
+    scope = _with_query(scope or RerunScope(), status_query, limit_query)
+    statuses = frozenset(ImageStatus(s.value) for s in (scope.status or RerunnableStatus))
+    wanted = queries.ImageFilter(
+        camera=scope.camera,
+        since=scope.since,
+        until=scope.until,
+        ids=tuple(scope.ids) if scope.ids is not None else None,
+        statuses=statuses,
+    )
+    ids = await queries.rerun_candidates(
+        pool,
+        wanted,
+        newest=scope.order is RerunOrder.NEWEST,
+        limit=scope.limit or len(scope.ids or ()) or 1000,
+    )
     rerun = skipped = 0
     for start in range(0, len(ids), _RERUN_BATCH):
-        rows = await queries.rerun_sources(pool, ids[start : start + _RERUN_BATCH], status_filter.value)
+        rows = await queries.rerun_sources(pool, ids[start : start + _RERUN_BATCH], statuses)
         stored = [r for r in rows if r["content"]]
         skipped += len(rows) - len(stored)
         try:
@@ -145,7 +170,31 @@ async def rerun_all(
                 f"{exc} (re-ran {rerun} of {len(ids)} images before this)", exc.retry_after
             ) from exc
         rerun += len(stored)
-    return RerunsPublic(rerun=rerun, skipped=skipped)
+    chosen = set(ids)
+    missed = [i for i in dict.fromkeys(scope.ids or ()) if i not in chosen]
+    return RerunsPublic(rerun=rerun, skipped=skipped, matched=len(ids), not_rerunnable=missed)
+
+
+def _with_query(
+    scope: RerunScope, status_query: RerunnableStatus | None, limit_query: int | None
+) -> RerunScope:
+    """The body's scope with the older clients' query parameters folded in (422 if both say)."""
+    if status_query is not None and scope.status is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "invalid request: give status in the body or the query, not both",
+        )
+    if limit_query is not None and scope.limit is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "invalid request: give limit in the body or the query, not both",
+        )
+    return scope.model_copy(
+        update={
+            "status": scope.status if status_query is None else [status_query],
+            "limit": scope.limit if limit_query is None else limit_query,
+        }
+    )
 
 
 @router.delete("/{image_id}", dependencies=[require("admin")])

@@ -76,7 +76,8 @@ class Service:
     public: bool  # an HTTP API behind a Service
     #: seconds its graceful shutdown may take after SIGTERM (plus any preStop sleep)
     shutdown_s: int
-    #: ports it reaches besides DNS, Kafka and PostgreSQL (notify: the webhook receivers)
+    #: ports it reaches besides DNS, Kafka and PostgreSQL (notify: the webhook receivers
+    #: and the MQTT broker)
     egress_ports: frozenset[int] = frozenset()
 
 
@@ -98,7 +99,7 @@ SERVICES = {
             needs_db=True,
             public=False,
             shutdown_s=30,
-            egress_ports=frozenset({80, 443, 8080, 8443}),
+            egress_ports=frozenset({80, 443, 8080, 8443, 1883, 8883}),
         ),
     )
 }

@@ -597,15 +597,77 @@ async def test_rerun_all_of_a_status(client, seed_image, tail):
     r = await client.post("/v1/images/rerun", params={"status": "unresolved", "limit": 3})
 
     assert r.status_code == 202
-    assert r.json() == {"rerun": 2, "skipped": 1}
+    assert r.json() == {"rerun": 2, "skipped": 1, "matched": 3, "not_rerunnable": []}
     assert (await submitted.find(str(first))).data.run == 1
     assert (await submitted.find(str(second))).data.run == 5
 
 
-@pytest.mark.parametrize("params", [{"status": "pending"}, {}, {"status": "failed", "limit": 0}])
-async def test_rerun_all_rejects_bad_parameters(client, params):
-    r = await client.post("/v1/images/rerun", params=params)
-    assert r.status_code == 422
+async def test_rerun_of_a_camera_and_window_newest_or_oldest_first(client, seed_image, tail):
+    submitted = tail(SUBMITTED)
+    camera = f"gate-{uuid.uuid4().hex[:8]}"
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    before = await seed_image(status="failed", camera=camera, submitted_at=at - timedelta(hours=1))
+    a = await seed_image(status="failed", camera=camera, submitted_at=at, run=1)
+    b = await seed_image(status="unresolved", camera=camera, submitted_at=at + timedelta(minutes=1), run=2)
+    c = await seed_image(status="failed", camera=camera, submitted_at=at + timedelta(minutes=2), run=3)
+    named = await seed_image(status="processed", camera=camera, submitted_at=at + timedelta(minutes=3))
+    other_camera = await seed_image(status="failed", camera=f"{camera}-b", submitted_at=at)
+    window = {"camera": camera, "since": at.isoformat(), "until": (at + timedelta(hours=1)).isoformat()}
+
+    # Each request re-runs images no earlier one touched: what a re-run did to an image's
+    # status (the projector sets it to pending) must not matter here.
+    r = await client.post("/v1/images/rerun", json={**window, "order": "newest", "limit": 1})
+    assert r.status_code == 202, r.text
+    assert r.json() == {"rerun": 1, "skipped": 0, "matched": 1, "not_rerunnable": []}
+    assert (await submitted.find(str(c))).data.run == 4
+
+    r = await client.post("/v1/images/rerun", json={**window, "limit": 1})  # oldest first
+    assert r.json()["rerun"] == 1
+    assert (await submitted.find(str(a))).data.run == 2
+
+    r = await client.post("/v1/images/rerun", json={**window, "status": ["unresolved"]})
+    assert r.json()["matched"] == 1
+    assert (await submitted.find(str(b))).data.run == 3
+
+    # Outside the window, named, another camera: never in the scope.
+    outside = [str(before), str(named), str(other_camera)]
+    r = await client.post("/v1/images/rerun", json={**window, "ids": outside})
+    assert r.json() == {"rerun": 0, "skipped": 0, "matched": 0, "not_rerunnable": outside}
+
+
+async def test_rerun_by_ids_lists_those_it_did_not_rerun(client, seed_image, tail):
+    submitted = tail(SUBMITTED)
+    failed = await seed_image(status="failed", run=6)
+    named = await seed_image(status="processed")
+    unknown = uuid.uuid4()
+
+    r = await client.post("/v1/images/rerun", json={"ids": [str(failed), str(named), str(unknown)]})
+
+    assert r.status_code == 202, r.text
+    assert r.json() == {"rerun": 1, "skipped": 0, "matched": 1, "not_rerunnable": [str(named), str(unknown)]}
+    assert (await submitted.find(str(failed))).data.run == 7
+
+
+@pytest.mark.parametrize(
+    ("params", "body"),
+    [
+        ({"status": "pending"}, None),
+        ({"status": "failed", "limit": 0}, None),
+        (None, {"status": ["processed"]}),
+        (None, {"cameras": ["typo"]}),  # an unknown field is refused, not ignored
+        (None, {"since": "2026-03-01T12:00:00Z", "until": "2026-03-01T11:00:00Z"}),
+        (None, {"since": "2026-03-01T12:00:00"}),  # no time zone
+        (None, {"ids": []}),
+        (None, {"ids": ["not-a-uuid"]}),
+        (None, {"order": "random"}),
+        (None, {"limit": 10_001}),
+        ({"status": "failed"}, {"status": ["failed"]}),  # said twice
+        ({"limit": 5}, {"limit": 5}),
+    ],
+)
+async def test_rerun_all_rejects_bad_parameters(client, params, body):
+    r = await client.post("/v1/images/rerun", params=params, json=body)
+    assert r.status_code == 422, r.text
 
 
 # --------------------------------------------------------------------------- pages and ops

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.platform import ROOT, Platform
+from tests.platform import ROOT, Platform, until
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +240,54 @@ def test_key_creation_rejects_bad_specs(platform: Platform) -> None:
         r = httpx.post(url, headers=platform.headers, json=body)
         assert r.status_code == 422, body
         assert isinstance(r.json()["detail"], str)
+
+
+def test_a_key_expires_when_it_was_made_to_and_shows_its_last_use(platform: Platform) -> None:
+    keys = f"{platform.api_url}/v1/admin/keys"
+    r = httpx.post(
+        keys,
+        headers=platform.headers,
+        json={"name": "temp", "scopes": ["submit", "query"], "expires_in_days": 4 / 86400},
+    )
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["expires_at"] is not None
+    assert made["expired"] is False
+    assert made["last_used_at"] is None
+    headers = {"X-API-Key": made["key"]}
+    unused = httpx.post(
+        keys, headers=platform.headers, json={"name": "never used", "scopes": ["query"]}
+    ).json()
+
+    assert httpx.get(f"{platform.api_url}/v1/people", headers=headers).status_code == 200
+
+    def listed(key_id: str) -> dict[str, object]:
+        return next(k for k in httpx.get(keys, headers=platform.headers).json() if k["id"] == key_id)
+
+    until("the key's use is recorded", lambda: listed(made["id"])["last_used_at"] is not None, timeout=10)
+    assert listed(unused["id"])["last_used_at"] is None
+    assert listed(unused["id"])["expires_at"] is None
+
+    def refused_as_expired() -> bool:
+        api = httpx.get(f"{platform.api_url}/v1/people", headers=headers)
+        ingest = httpx.post(f"{platform.ingest_url}/image/post", headers=headers, json={"path": "x"})
+        return all(r.status_code == 401 and "expired" in r.json()["detail"] for r in (api, ingest))
+
+    until("the expired key is refused by both services", refused_as_expired, timeout=15)
+    entry = listed(made["id"])
+    assert entry["expired"] is True
+    assert entry["revoked_at"] is None
+
+
+def test_key_expiry_must_be_in_the_future_with_a_zone_and_given_once(platform: Platform) -> None:
+    url = f"{platform.api_url}/v1/admin/keys"
+    for expiry, says in (
+        ({"expires_at": "2020-01-01T00:00:00Z"}, "already past"),
+        ({"expires_at": "2099-01-01T00:00:00"}, "time zone"),
+        ({"expires_at": "2999-01-01T00:00:00Z"}, "days away"),
+        ({"expires_in_days": 0}, "greater than 0"),
+        ({"expires_in_days": 1, "expires_at": "2099-01-01T00:00:00Z"}, "not both"),
+    ):
+        r = httpx.post(url, headers=platform.headers, json={"name": "x", "scopes": ["query"], **expiry})
+        assert r.status_code == 422, expiry
+        assert says in r.json()["detail"], r.json()

@@ -233,6 +233,60 @@ def test_a_signed_delivery_names_the_person_retries_and_respects_filters(
         assert api.delete(f"/v1/people/{person_id}").status_code == 200
 
 
+def test_unknown_faces_and_failed_images_are_delivered_with_their_details(
+    platform: Platform,
+    api: httpx.Client,
+    hooks: Callable[..., dict[str, str]],
+    receivers: Callable[..., Receiver],
+    faces_dir: Path,
+) -> None:
+    """A stranger's photo makes ``face.unknown`` (a face, no person); a truncated JPEG,
+    accepted by ingest but undecodable, makes ``image.failed`` with its reason."""
+    stranger = next(p for p in sorted((faces_dir / "lfw-dev/strangers").iterdir()) if p.is_dir())
+    photo = sorted(stranger.iterdir())[0]
+    whole = (faces_dir / "sample/examples/obama.jpg").read_bytes()
+    camera = f"yard-{uuid.uuid4().hex[:6]}"
+    receiver = receivers()
+    hook = hooks(url=receiver.url, events=["face.unknown", "image.failed"], cameras=[camera])
+    with httpx.Client(headers=platform.headers, base_url=platform.ingest_url, timeout=60) as ingest:
+        r = ingest.post(
+            "/v1/images",
+            files=[
+                ("files", (photo.name, photo.read_bytes())),
+                ("files", ("cut.jpg", whole[: len(whole) // 2])),
+            ],
+            data={"camera": camera},
+        )
+        assert r.status_code == 202, r.text
+    unknown_id, failed_id = (item["id"] for item in r.json()["data"])
+    results = wait_final(api, [unknown_id, failed_id], timeout=180)
+    assert results[unknown_id]["status"] == "unresolved", results[unknown_id]
+    assert results[failed_id]["status"] == "failed", results[failed_id]
+    faces = results[unknown_id]["faces"]
+
+    until(
+        "every delivery arrives",
+        lambda: len({g.headers["X-Facestream-Delivery"] for g in receiver.got}) >= len(faces) + 1,
+    )
+    bodies = {orjson.loads(g.body)["delivery_id"]: (g, orjson.loads(g.body)) for g in receiver.got}
+    for got, body in bodies.values():
+        assert _signed(got.body, hook["secret"], got.headers["X-Facestream-Signature"])
+        assert got.headers["X-Facestream-Event"] == body["event"]
+        assert body["camera"] == camera
+        assert body["person"] is None
+    unknown = sorted(
+        (b for _, b in bodies.values() if b["event"] == "face.unknown"), key=lambda b: b["face"]["index"]
+    )
+    assert [b["image_id"] for b in unknown] == [unknown_id] * len(faces)
+    assert [b["face"]["index"] for b in unknown] == [f["index"] for f in faces]
+    assert all(set(b["face"]["box"]) == {"top", "right", "bottom", "left"} for b in unknown)
+    [failed] = [b for _, b in bodies.values() if b["event"] == "image.failed"]
+    assert failed["image_id"] == failed_id
+    assert failed["reason"] == "corrupt_image"
+    assert failed["detail"]
+    assert failed["face"] is None
+
+
 def test_webhooks_are_managed_with_the_admin_scope_and_refuse_link_local_urls(
     platform: Platform, api: httpx.Client, receivers: Callable[..., Receiver]
 ) -> None:

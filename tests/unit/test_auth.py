@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from common.auth import (
     AuthSettings,
     Credentials,
     FailureLimiter,
+    KeyCreate,
     LruCache,
     Principal,
     RateLimiter,
@@ -104,6 +106,17 @@ class BrokenPool:
         return self.row
 
 
+def _row(key_id: str, expires_at: datetime | None = None) -> dict[str, Any]:
+    """An api_keys row as the lookup reads it."""
+    return {
+        "id": key_id,
+        "name": "cam",
+        "scopes": ["submit"],
+        "rate_per_minute": None,
+        "expires_at": expires_at,
+    }
+
+
 def test_bootstrap_key_needs_no_database() -> None:
     pool = BrokenPool()
     pool.up = False
@@ -118,7 +131,7 @@ def test_recently_verified_keys_survive_a_database_outage_and_others_get_503() -
     clock = Clock()
     pool = BrokenPool()
     key, key_id = new_key()
-    pool.row = {"id": key_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    pool.row = _row(key_id)
     settings = AuthSettings(auth_cache_ttl_s=5, auth_stale_ok_s=60, rate_limit_per_minute=42)
     auth = Authenticator("t", settings, pool=lambda: pool, clock=clock)  # type: ignore[arg-type,return-value]
     first = asyncio.run(auth.principal(key))
@@ -136,6 +149,28 @@ def test_recently_verified_keys_survive_a_database_outage_and_others_get_503() -
         asyncio.run(auth.principal(other))
     # A key that is not even well-formed is refused without asking the database.
     assert asyncio.run(auth.principal("garbage")) is None
+
+
+def test_an_expired_key_is_refused_even_from_the_cache_and_during_an_outage() -> None:
+    clock = Clock()
+    start = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    wall = [start]
+    pool = BrokenPool()
+    key, key_id = new_key()
+    expires = start + timedelta(seconds=10)
+    pool.row = _row(key_id, expires_at=expires)
+    settings = AuthSettings(auth_cache_ttl_s=5, auth_stale_ok_s=60)
+    auth = Authenticator("t", settings, pool=lambda: pool, clock=clock, wall=lambda: wall[0])  # type: ignore[arg-type,return-value]
+    assert asyncio.run(auth.principal(key)) is not None
+    pool.up = False
+    wall[0] = expires  # still cached (no time passed on the monotonic clock), but expired
+    with pytest.raises(HTTPException) as err:
+        asyncio.run(auth.principal(key))
+    assert err.value.status_code == 401
+    assert err.value.detail == f"the API key {key_id} expired at {expires.isoformat()}"
+    clock.now += 30  # the outage's stale window does not revive it either
+    with pytest.raises(HTTPException):
+        asyncio.run(auth.principal(key))
 
 
 def test_credentials_say_how_they_came() -> None:
@@ -179,7 +214,7 @@ def _auth(pool: BrokenPool, clock: Clock, **settings: Any) -> Authenticator:
 def test_unknown_keys_do_not_push_verified_ones_out_of_the_cache() -> None:
     clock, pool = Clock(), BrokenPool()
     good, good_id = new_key()
-    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    pool.row = _row(good_id)
     auth = _auth(pool, clock, auth_cache_size=2, auth_negative_cache_size=5, auth_failures_per_minute=10**6)
     assert asyncio.run(auth.principal(good)) is not None
     pool.row = None
@@ -199,7 +234,7 @@ def test_unknown_keys_do_not_push_verified_ones_out_of_the_cache() -> None:
 def test_an_address_over_its_failures_gets_429_without_a_lookup() -> None:
     clock, pool = Clock(), BrokenPool()
     good, good_id = new_key()
-    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    pool.row = _row(good_id)
     auth = _auth(pool, clock, auth_failures_per_minute=2, admin_api_key=SecretStr("boot"))
     assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
     pool.row = None
@@ -215,9 +250,30 @@ def test_an_address_over_its_failures_gets_429_without_a_lookup() -> None:
     assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
     assert asyncio.run(auth.principal("boot", "10.0.0.1")) is not None
     assert asyncio.run(auth.principal(new_key()[0], "10.0.0.2")) is None
-    pool.row = {"id": good_id, "name": "cam", "scopes": ["submit"], "rate_per_minute": None}
+    pool.row = _row(good_id)
     clock.now += 10  # past the TTL: looked up again, still not held back by the limit
     assert asyncio.run(auth.principal(good, "10.0.0.1")) is not None
     pool.row = None
     clock.now += 20
     assert asyncio.run(auth.principal(new_key()[0], "10.0.0.1")) is None
+
+
+def test_a_key_expiry_is_counted_from_creation_and_refused_when_past_or_too_far() -> None:
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert KeyCreate(name="k", scopes=["query"]).expiry(now) is None
+    assert KeyCreate(name="k", scopes=["query"], expires_in_days=1.5).expiry(now) == now + timedelta(hours=36)
+    later = now + timedelta(days=30)
+    assert KeyCreate(name="k", scopes=["query"], expires_at=later).expiry(now) == later
+    with pytest.raises(ValueError, match="already past"):
+        KeyCreate(name="k", scopes=["query"], expires_at=now).expiry(now)
+    with pytest.raises(ValueError, match="days away"):
+        KeyCreate(name="k", scopes=["query"], expires_at=now + timedelta(days=4000)).expiry(now)
+
+
+def test_a_principal_is_expired_from_its_expiry_on() -> None:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    never = Principal("k", "n", frozenset({"query"}), None)
+    assert not never.expired(at)
+    expiring = Principal("k", "n", frozenset({"query"}), None, expires_at=at)
+    assert not expiring.expired(at - timedelta(microseconds=1))
+    assert expiring.expired(at)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.folders import images_in, people_in
+from cli.folders import images_in, images_of, people_in
 
 
 def test_both_known_people_layouts(tmp_path: Path) -> None:
@@ -30,3 +30,16 @@ def test_images_are_found_recursively_and_other_files_ignored(tmp_path: Path) ->
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError):
         people_in(tmp_path / "nope")
+
+
+def test_named_files_are_sent_whatever_their_suffix_and_folders_are_searched(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.png").write_bytes(b"x")
+    (tmp_path / "d" / "notes.txt").write_bytes(b"x")
+    (tmp_path / "photo.dat").write_bytes(b"x")
+    assert images_of([tmp_path / "photo.dat", tmp_path / "d"]) == [
+        tmp_path / "photo.dat",
+        tmp_path / "d" / "a.png",
+    ]
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        images_of([tmp_path / "nope"])
