@@ -170,6 +170,8 @@ class Gallery:
         self.names: dict[str, str] = {}
         #: Offset after the last gallery event applied (set by the adapter).
         self.version = 0
+        #: Bumped by every face added or removed (what a derived rule depends on).
+        self.generation = 0
 
     def __len__(self) -> int:
         return self._n
@@ -186,6 +188,12 @@ class Gallery:
 
     def person_id(self, index: int) -> str:
         return self._person_ids[index]
+
+    def faces(self, limit: int) -> tuple[npt.NDArray[np.float32], Ints]:
+        """At most ``limit`` encodings, evenly spread over the rows (deterministic for the same
+        gallery), and the person index of each."""
+        rows = np.unique(np.linspace(0, self._n - 1, num=min(limit, self._n)).round().astype(np.intp))
+        return self._enc[rows].copy(), self._row_person[rows].astype(np.intp)
 
     def set_person(self, person_id: str, name: str) -> None:
         # The person gets their index now, so names and indices share one id string.
@@ -226,6 +234,7 @@ class Gallery:
         self._row_person[row] = pidx
         self._account(pidx, self._enc[row], +1)
         self._layout = None
+        self.generation += 1
 
     def remove_face(self, face_id: str) -> None:
         self._remove(_face_key(face_id))
@@ -246,6 +255,7 @@ class Gallery:
         self._row_face.pop()
         self._n = last
         self._layout = None
+        self.generation += 1
 
     def remove_person(self, person_id: str) -> None:
         self.names.pop(person_id, None)

@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schemas.events import Outcome
+from schemas.events import MatchRule, Outcome
 
 IMAGES = Counter("facestream_recognizer_images_total", "Images processed, by outcome.", ["outcome"])
 STAGE_SECONDS = Histogram(
@@ -27,6 +27,24 @@ GALLERY_VERSION = Gauge(
     "Gallery topic offset this worker has applied.",
     multiprocess_mode="liveall",
 )
+RULE = Gauge(
+    "facestream_recognizer_rule",
+    "The decision rule this worker applies now: tolerance, margin, and, when derived from"
+    " MATCH_FALSE_ACCEPT, the target and the false-accept rate estimated for the gallery.",
+    ["part"],
+    multiprocess_mode="liveall",
+)
+
+
+def observe_rule(rule: MatchRule) -> None:
+    """The rule's parts as gauges (a fixed rule has no target or estimate)."""
+    RULE.labels("tolerance").set(rule.tolerance)
+    RULE.labels("margin").set(rule.margin)
+    if rule.false_accept_target is not None:
+        RULE.labels("false_accept_target").set(rule.false_accept_target)
+    if rule.false_accept_estimate is not None:
+        RULE.labels("false_accept_estimate").set(rule.false_accept_estimate)
+
 
 # Known label values start at 0, so a rate by outcome or stage is 0 rather than no data
 # before the first image (alerts and dashboards cannot tell "none yet" from "not scraped").

@@ -7,6 +7,7 @@ import os
 from pydantic import Field, field_validator
 
 from common.settings import ServiceSettings
+from recognizer.calibration import RuleSource
 from recognizer.core import MAX_PIXELS, DetectionConfig
 from recognizer.gallery import AGGREGATIONS, DEFAULT_ANN_THRESHOLD, default_rule
 from schemas.events import MatchRule
@@ -19,6 +20,14 @@ class RecognizerSettings(ServiceSettings):
     workers: int = Field(default=os.cpu_count() or 1, ge=1, description="Recognizer processes to run.")
     recognizer_group_id: str = "facestream-recognizers"
     # The decision rule: defaults chosen on lfw-dev, see docs/MATCHING.md.
+    match_false_accept: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="The share of strangers' faces that may be named; tolerance and margin are derived"
+        " from it for the gallery as it is (recognizer.calibration). 0: the fixed MATCH_TOLERANCE and"
+        " MATCH_MARGIN.",
+    )
     match_tolerance: float = Field(default=_RULE.tolerance, gt=0, lt=2)
     match_margin: float = Field(default=_RULE.margin, ge=0, lt=1)
     match_aggregation: str = Field(
@@ -58,6 +67,10 @@ class RecognizerSettings(ServiceSettings):
         return default_rule(
             self.match_tolerance, self.match_margin, self.match_aggregation, self.match_cohort
         )
+
+    def rules(self) -> RuleSource:
+        """The rule each match uses: derived from MATCH_FALSE_ACCEPT, or the fixed one."""
+        return RuleSource(self.rule(), self.match_false_accept or None)
 
     def detection(self) -> DetectionConfig:
         return DetectionConfig(

@@ -40,6 +40,7 @@ from confluent_kafka import (
 
 from common.kafka import watermarks
 from recognizer import metrics
+from recognizer.calibration import RuleSource
 from recognizer.core import DetectionConfig, Recognition, recognize
 from recognizer.errors import ImageRejected
 from recognizer.gallery import Gallery, Match
@@ -203,7 +204,7 @@ def serve(conn: Connection, ready: Callable[[], object], settings: RecognizerSet
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gallery = Gallery(ann_threshold=settings.gallery_ann_threshold)
     feed = GalleryFeed(settings.librdkafka(), gallery)
-    rule, cfg = settings.rule(), settings.detection()
+    rules, cfg = settings.rules(), settings.detection()
     feed.load()
     log.info("%s: gallery loaded (%d faces, version %d)", name, len(gallery), gallery.version)
     ready()
@@ -216,7 +217,7 @@ def serve(conn: Connection, ready: Callable[[], object], settings: RecognizerSet
             if item is None:
                 return
             topic, partition, offset, value = item
-            out = answer(value, (topic, partition, offset), feed, rule, cfg, name)
+            out = answer(value, (topic, partition, offset), feed, rules, cfg, name)
             observe(out)
             conn.send((out.topic, out.payload, out.label))
     except (EOFError, BrokenPipeError):
@@ -237,15 +238,17 @@ def answer(
     value: bytes,
     origin: tuple[str, int, int],
     feed: _Feed,
-    rule: ev.MatchRule,
+    rules: RuleSource,
     cfg: DetectionConfig,
     worker: str,
 ) -> Processed:
-    """:func:`process_request`, and for a re-match that needs a newer gallery: read the
-    gallery topic up to the version it asks for (at most :data:`GALLERY_CATCH_UP_S`),
-    then match. After a timeout it matches with the gallery it has, and says so in the
-    log; the result's ``gallery_version`` records what it matched against. Never
-    returns "behind"."""
+    """:func:`process_request` with the rule ``rules`` gives for the gallery now, and for a
+    re-match that needs a newer gallery: read the gallery topic up to the version it asks
+    for (at most :data:`GALLERY_CATCH_UP_S`), then match. After a timeout it matches with
+    the gallery it has, and says so in the log; the result's ``gallery_version`` records
+    what it matched against. Never returns "behind"."""
+    rule = rules.rule(feed.gallery)
+    metrics.observe_rule(rule)
     out = process_request(value, origin, feed.gallery, rule, cfg, worker)
     if out.wait_for_gallery is None:
         return out
@@ -258,7 +261,9 @@ def answer(
             feed.gallery.version,
             GALLERY_CATCH_UP_S,
         )
-    return process_request(value, origin, feed.gallery, rule, cfg, worker, stale_gallery_ok=True)
+    return process_request(
+        value, origin, feed.gallery, rules.rule(feed.gallery), cfg, worker, stale_gallery_ok=True
+    )
 
 
 def observe(out: Processed) -> None:

@@ -123,6 +123,26 @@ class MatchRule(_Data):
         ge=1,
         description="The margin is to the mean distance of the next this many people (1: second-nearest).",
     )
+    false_accept_target: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="The stated share of strangers' faces that may be named (MATCH_FALSE_ACCEPT), from which"
+        " tolerance and margin were derived for the gallery; None: a fixed rule.",
+    )
+    false_accept_estimate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The rate the derivation estimated for the tolerance and margin.",
+    )
+    calibration: str | None = Field(
+        default=None,
+        description="How the rate was estimated: leave-one-out (the gallery's own faces) or model.",
+    )
+    calibrated_people: int | None = Field(
+        default=None, ge=0, description="People in the gallery it was derived for."
+    )
 
 
 class Outcome(StrEnum):

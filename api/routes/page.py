@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from html import escape
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import asyncpg
@@ -299,6 +299,7 @@ async def image_page(request: Request, image_id: uuid.UUID, pool: PoolDep) -> HT
         ("finished", _time(image.finished_at)),
         ("size", f"{image.width}×{image.height}" if image.width else ""),
         ("run", str(image.run)),
+        ("rule", _rule(image.rule)),
         (
             "id",
             f"<code>{image.id}</code> (<a href='/v1/images/{image.id}'>JSON</a>, "
@@ -316,6 +317,22 @@ async def image_page(request: Request, image_id: uuid.UUID, pool: PoolDep) -> HT
         "</div>"
     )
     return _html(image.filename or "Image", "images", body, request)
+
+
+def _rule(rule: Mapping[str, Any] | None) -> str:
+    """The decision rule a result was made with, in words: its tolerance and margin, and
+    the stated false-accept rate they were derived from (docs/MATCHING.md)."""
+    if not rule:
+        return ""
+    text = f"tolerance {rule.get('tolerance', 0):.3f}, margin {rule.get('margin', 0):.3f}"
+    target = rule.get("false_accept_target")
+    if target is None:
+        return escape(f"{text} (fixed)")
+    people, estimate = rule.get("calibrated_people"), rule.get("false_accept_estimate")
+    derived = f"derived for a stated false-accept rate of {target:.2%} with {people} people enrolled"
+    if estimate is not None:
+        derived += f" (estimated {estimate:.2%}, {rule.get('calibration')})"
+    return escape(f"{text}: {derived}")
 
 
 def _photo(image: ImagePublic) -> str:

@@ -115,6 +115,9 @@ def test_an_image_reached_from_its_row_shows_the_enrolled_persons_box_and_name(
             assert photo_box["x"] <= face_box["x"] < photo_box["x"] + photo_box["width"]
             assert photo_box["y"] <= face_box["y"] < photo_box["y"] + photo_box["height"]
             expect(operator.locator("#erase")).to_have_count(0)  # not an admin key
+            # The rule that named the face: derived from the stated false-accept rate.
+            rule = operator.locator("table.info tr", has_text="rule")
+            expect(rule).to_contain_text("derived for a stated false-accept rate of 1.00%")
 
             operator.goto("/?status=bogus")
             expect(operator.locator("#error")).to_contain_text("status")

@@ -128,7 +128,7 @@ def direct_face_recognition(enrolled: dict[str, Path], probes: list[Path]) -> di
         if encs:
             gallery.add_face(name, name, encs[0])
             gallery.set_person(name, name)
-    rule = RecognizerSettings().rule()
+    rule = RecognizerSettings().rules().rule(gallery)
     out: dict[Path, str | None] = {}
     for probe in probes:
         encs = face_recognition.face_encodings(face_recognition.load_image_file(probe))

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from api.enrollment import LARGEST, FaceFound, NoFace, Rejected, SeveralFaces, scan_photo
 from api.models import FacePublic, ImagePublic, ImagesPublic, ImageStatus, PersonCreate, storable_filename
-from api.routes.page import _images_table, _photo
+from api.routes.page import _images_table, _photo, _rule
 from recognizer.core import DetectionConfig
 from schemas.events import Box
 
@@ -125,3 +125,20 @@ def test_boxes_of_the_image_page_are_placed_in_percent() -> None:
     html = _photo(image_public([face], width=400, height=200))
     assert "left:50.000%;top:25.000%;width:25.000%;height:50.000%" in html
     assert "&lt;Ann&gt; 0.41" in html
+
+
+def test_the_image_page_says_which_rule_named_the_faces() -> None:
+    assert _rule(None) == ""
+    assert _rule({"tolerance": 0.5, "margin": 0.1}) == "tolerance 0.500, margin 0.100 (fixed)"
+    derived = {
+        "tolerance": 0.55,
+        "margin": 0.16,
+        "false_accept_target": 0.01,
+        "false_accept_estimate": 0.0097,
+        "calibration": "<model>",
+        "calibrated_people": 60,
+    }
+    assert _rule(derived) == (
+        "tolerance 0.550, margin 0.160: derived for a stated false-accept rate of 1.00% with 60 people"
+        " enrolled (estimated 0.97%, &lt;model&gt;)"
+    )

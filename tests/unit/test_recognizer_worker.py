@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from recognizer import worker
+from recognizer.calibration import RuleSource
 from recognizer.core import DetectionConfig, find_faces, largest_face, load_image
 from recognizer.gallery import Gallery, default_rule
 from schemas import codec, topics
@@ -192,7 +193,9 @@ def test_answer_waits_for_the_gallery_then_matches(
     saved = gallery.version
     feed = _Feed(gallery, reaches)
     try:
-        out = worker.answer(_rematch(two_people, gallery_version=12), ORIGIN, feed, RULE, CFG, "w")
+        out = worker.answer(
+            _rematch(two_people, gallery_version=12), ORIGIN, feed, RuleSource(RULE, None), CFG, "w"
+        )
     finally:
         gallery.version = saved
     assert feed.asked == [(12, worker.GALLERY_CATCH_UP_S)]
