@@ -61,10 +61,11 @@ bench: install ## benchmark suite, quick mode (a few minutes): table, bench-resu
 bench-full: install ## benchmark suite, full mode (more images and repeats, the 1M-face gallery)
 	@$(PY) -m benchmarks --full
 
-bench-matching: install ## accuracy of the matching rule on lfw-dev, at gallery sizes 20 to 2,800, and by enrollment face quality (docs/MATCHING.md)
+bench-matching: install ## accuracy of the matching rule on lfw-dev, at gallery sizes 20 to 2,800, by enrollment face quality, and with confirmed sightings (docs/MATCHING.md)
 	@$(PY) -m benchmarks.matching
 	@$(PY) -m benchmarks.matching_scale
 	@$(PY) -m benchmarks.enroll_quality
+	@$(PY) -m benchmarks.confirmed_sightings
 
 kafka: install ## start only the Kafka broker
 	@bash scripts/kafka.sh start

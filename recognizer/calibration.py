@@ -38,6 +38,8 @@ from schemas.events import MatchRule
 
 Floats = npt.NDArray[np.float64]
 
+#: ``MATCH_FALSE_ACCEPT``'s default: about 1 stranger's face in 100 may be named.
+DEFAULT_FALSE_ACCEPT = 0.01
 #: The rules searched: tolerances up to this, margins up to ``MAX_MARGIN``, by ``STEP``
 #: (distance units). Known faces' distances rarely exceed 0.6 (docs/MATCHING.md).
 MIN_TOLERANCE, MAX_TOLERANCE, MAX_MARGIN, STEP = 0.30, 0.60, 0.20, 0.005

@@ -7,7 +7,7 @@ import os
 from pydantic import Field, field_validator
 
 from common.settings import ServiceSettings
-from recognizer.calibration import RuleSource
+from recognizer.calibration import DEFAULT_FALSE_ACCEPT, RuleSource
 from recognizer.core import MAX_PIXELS, DetectionConfig
 from recognizer.gallery import AGGREGATIONS, DEFAULT_ANN_THRESHOLD, default_rule
 from schemas.events import MatchRule
@@ -21,7 +21,7 @@ class RecognizerSettings(ServiceSettings):
     recognizer_group_id: str = "facestream-recognizers"
     # The decision rule: defaults chosen on lfw-dev, see docs/MATCHING.md.
     match_false_accept: float = Field(
-        default=0.01,
+        default=DEFAULT_FALSE_ACCEPT,
         ge=0,
         lt=1,
         description="The share of strangers' faces that may be named; tolerance and margin are derived"
