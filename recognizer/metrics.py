@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schemas.events import Outcome
+from schemas.events import Outcome, ScanKind
 
 IMAGES = Counter("facestream_recognizer_images_total", "Images processed, by outcome.", ["outcome"])
 STAGE_SECONDS = Histogram(
@@ -27,6 +27,19 @@ GALLERY_VERSION = Gauge(
     "Gallery topic offset this worker has applied.",
     multiprocess_mode="liveall",
 )
+SCANS = Counter(
+    "facestream_recognizer_scans_total",
+    "Photos scanned for the API (faces.scan), by kind (enroll, probe, detect) and outcome (the "
+    "reply's result; expired: read after the API gave up, not scanned; failed: the scan raised). "
+    "A photo that kills two processes is answered crashed by the pool's supervisor, not counted here.",
+    ["kind", "outcome"],
+)
+SCAN_SECONDS = Histogram(
+    "facestream_recognizer_scan_seconds",
+    "Time to scan one photo for the API, by kind (enrollment encodes jittered copies: ~1-2 s).",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8),
+)
 
 # Known label values start at 0, so a rate by outcome or stage is 0 rather than no data
 # before the first image (alerts and dashboards cannot tell "none yet" from "not scraped").
@@ -36,3 +49,16 @@ for _outcome in (*(o.value for o in Outcome), "failed", "error", "skipped"):
     IMAGES.labels(_outcome)
 for _stage in ("decode", "detect", "encode", "match"):
     STAGE_SECONDS.labels(_stage)
+for _kind in ScanKind:
+    SCAN_SECONDS.labels(_kind.value)
+    for _result in (
+        "face_found",
+        "probe",
+        "several_faces",
+        "no_face",
+        "rejected",
+        "detection",
+        "failed",
+        "expired",
+    ):
+        SCANS.labels(_kind.value, _result)
