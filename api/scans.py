@@ -104,7 +104,9 @@ class ScanReplies:
                 "group.id": SCAN_REPLY_GROUP,
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
-                "fetch.wait.max.ms": 100,  # an answer is waited for: deliver it at once
+                # Long polls: the broker answers as soon as an answer arrives; an idle
+                # API costs it one fetch per 0.5 s.
+                "fetch.wait.max.ms": 500,
                 "fetch.message.max.bytes": topics.MAX_MESSAGE_BYTES,
             }
         )
@@ -117,7 +119,8 @@ class ScanReplies:
 
     def start(self, timeout: float = 30.0) -> None:
         """Assign every partition of ``faces.scanned`` at its present end, then start reading.
-        Raises ``KafkaException`` if the broker does not answer within ``timeout``."""
+        Raises ``KafkaException`` if the broker does not answer within ``timeout`` (the
+        API's start-up then fails, as it does for an unreachable broker)."""
         meta = self._consumer.list_topics(topics.SCANNED, timeout=timeout)
         partitions = sorted(meta.topics[topics.SCANNED].partitions)
         # Concrete offsets, not OFFSET_END (resolved lazily): an answer to a request
