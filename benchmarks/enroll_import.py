@@ -8,7 +8,8 @@ pool, enrollment scales with the recognizer processes: this measures how far.
 
 For each recognizer count the import runs ``--repeats`` times, each time under fresh
 person names (an import of names already enrolled would only skip), and the median
-photos/s is reported. Runs on a broker and database of its own (the pipeline
+photos/s is reported (the command's own start, about a second, is in the time: use
+enough photos that it does not matter). Runs on a broker and database of its own (the pipeline
 benchmark's ports), with the whole platform started as ``make up`` starts it. Not part
 of ``make bench``: run it by hand::
 
