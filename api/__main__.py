@@ -12,6 +12,5 @@ def main() -> None:
     serve(create_app(settings), settings.api_host, settings.api_port, settings.log_level)
 
 
-# The guard matters: the enrollment pool's "spawn" workers import this module again.
 if __name__ == "__main__":
     main()

@@ -1,8 +1,9 @@
 """The results API's composition root: :func:`create_app` wires settings, clients and routes.
 
 Nothing connects at import time. The lifespan creates the topics if missing, the
-database pool, the publisher and the process pool that encodes enrollment photos, and
-closes them in reverse order on shutdown. Start-up fails (and the process exits) if the
+database pool, the publisher and the scan client with its reader of the recognizers'
+answers (:mod:`api.scans`: photos are scanned by the recognizers, this process never
+loads dlib), and closes them in reverse order on shutdown. Start-up fails (and the process exits) if the
 broker or the database does not answer, or if the schema lacks a migration this code
 ships (common.db.require_schema: run ``python -m common.migrate``).
 """
@@ -21,8 +22,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.catchup import OutageWatch
 from api.deps import Resources
-from api.enrollment import EnrollmentPool
 from api.routes import admin, images, page, people, review, verify, webhooks
+from api.scans import ScanClient, ScanReplies, ScanUnanswered, replica_id
 from api.settings import ApiSettings
 from common import docs, door, openapi
 from common.auth import Authenticator, RateLimiter
@@ -50,13 +51,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings.librdkafka(), source="api", delivery_timeout_ms=settings.kafka_delivery_timeout_ms
             )
             stack.push_async_callback(asyncio.to_thread, publisher.close)
-            # One worker: dlib is CPU-bound and enrollments are rare.
-            encoder = EnrollmentPool(workers=1)
-            stack.push_async_callback(asyncio.to_thread, encoder.shutdown)
+            replies = ScanReplies(settings.librdkafka(), replica_id())
+            await asyncio.to_thread(replies.start)
+            stack.push_async_callback(asyncio.to_thread, replies.close)
+            scans = ScanClient(publisher, replies, settings.scan_timeout_s)
             outages = OutageWatch(settings.catch_up_grace_s)
             watcher = asyncio.create_task(outages.watch(lambda: database_answers(pool)))
             stack.callback(watcher.cancel)
-            app.state.resources = Resources(pool=pool, publisher=publisher, encoder=encoder, outages=outages)
+            app.state.resources = Resources(
+                pool=pool, publisher=publisher, scans=scans, replies=replies, outages=outages
+            )
             log.info("api ready on %s:%s", settings.api_host, settings.api_port)
             yield
 
@@ -65,7 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return {
             "database": await database_answers(resources.pool),
             "kafka": await asyncio.to_thread(resources.publisher.ready),
-            "enrollment": resources.encoder.works(),
+            "scan_replies": resources.replies.ready(),
         }
 
     app = FastAPI(
@@ -95,6 +99,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(webhooks.router)
     readable_validation_errors(app, html=_html_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(ScanUnanswered, _broker_unavailable)
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_unavailable)
     instrument(app, "api")
@@ -132,7 +137,8 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BrokerUnavailable)
+    """503 naming what is unavailable: the broker, or the recognizers that scan photos."""
+    assert isinstance(exc, BrokerUnavailable | ScanUnanswered)
     return JSONResponse(
         {"detail": str(exc)},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

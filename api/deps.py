@@ -13,7 +13,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from api.catchup import OutageWatch
-from api.enrollment import EnrollmentPool
+from api.scans import ScanClient, ScanReplies
 from api.settings import ApiSettings
 from common.publisher import Publisher
 
@@ -24,7 +24,8 @@ class Resources:
 
     pool: asyncpg.Pool
     publisher: Publisher  # the one way to publish (common.publisher): acknowledged, behind a breaker
-    encoder: EnrollmentPool  # runs api.enrollment.scan_photo out of the event loop
+    scans: ScanClient  # finds faces in photos, through the recognizers (api/scans.py)
+    replies: ScanReplies  # reads the recognizers' answers to this replica's scans
     outages: OutageWatch  # is an unknown id "not yet" (just after a database outage) or 404?
 
 
@@ -44,8 +45,8 @@ def get_publisher(request: Request) -> Publisher:
     return _resources(request).publisher
 
 
-def get_encoder(request: Request) -> EnrollmentPool:
-    return _resources(request).encoder
+def get_scans(request: Request) -> ScanClient:
+    return _resources(request).scans
 
 
 def get_outages(request: Request) -> OutageWatch:
@@ -55,5 +56,5 @@ def get_outages(request: Request) -> OutageWatch:
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-EncoderDep = Annotated[EnrollmentPool, Depends(get_encoder)]
+ScansDep = Annotated[ScanClient, Depends(get_scans)]
 OutagesDep = Annotated[OutageWatch, Depends(get_outages)]

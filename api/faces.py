@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from api.enrollment import LARGEST, FaceChoice
+from api.scans import LARGEST, FaceChoice
 from recognizer.gallery import Gallery
 from schemas.encoding import DIM, NBYTES, EncodingError
 
@@ -65,7 +65,7 @@ def stored_encodings(rows: Sequence[bytes]) -> list[list[float]]:
 
 def face_choice(value: str | None) -> FaceChoice:
     """A ``face_index`` parameter (digits or ``largest``, already validated) as
-    :func:`api.enrollment.probe_photo` takes it."""
+    :meth:`api.scans.ScanClient.probe` takes it."""
     if value is None or value == LARGEST:
         return value
     return int(value)

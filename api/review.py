@@ -1,15 +1,15 @@
 """Reviewing unknown faces: group them by likeness, name a group, match its images again.
 
-Pure functions (numpy, and dlib's clustering in the enrollment process pool); the HTTP
-and database work is in api/routes/review.py.
+Pure functions (numpy and plain Python: the API does not load dlib); the HTTP and
+database work is in api/routes/review.py.
 
 How it scales. Grouping clusters the newest ``REVIEW_WINDOW`` unknown faces (2,000 by
-default) with Chinese whispers, dlib's face-clustering graph method: an edge joins two
-faces closer than the threshold, so its cost is the pairs of the window (2 million
-distances for 2,000 faces: well under a second, in a worker process, never in the event
-loop). Older unknown faces are not clustered but are not lost either: naming a group
-scans every stored unknown encoding (:func:`near`, in batches, so memory stays bounded)
-and matches again every image with a face close to the group.
+default) with Chinese whispers, the graph method dlib offers for clustering faces
+(:func:`cluster`): an edge joins two faces closer than the threshold, so its cost is the
+pairs of the window (2 million distances for 2,000 faces: well under a second, in a
+thread, never in the event loop). Older unknown faces are not clustered but are not lost
+either: naming a group scans every stored unknown encoding (:func:`near`, in batches, so
+memory stays bounded) and matches again every image with a face close to the group.
 """
 
 from __future__ import annotations
@@ -32,19 +32,55 @@ def as_matrix(encodings: Sequence[bytes]) -> Matrix:
     return np.frombuffer(b"".join(encodings), dtype="<f4").reshape(len(encodings), DIM)
 
 
-def cluster(encodings: bytes, threshold: float) -> list[int]:
-    """A group label for each of the (n, 128) float32 ``encodings`` (bytes, so the process
-    pool pickles one buffer), by Chinese whispers with edges under ``threshold``. Runs in
-    a worker process: it imports dlib."""
-    import dlib  # type: ignore[import-untyped]  # in the worker only (see the module docstring)
+#: Sweeps of Chinese whispers at most (dlib's default: 100 node visits per node).
+WHISPER_SWEEPS = 100
+#: Rows of the distance matrix computed at once (bounds memory for a large window).
+_BLOCK = 1024
 
+
+def cluster(encodings: bytes, threshold: float, seed: int = 0) -> list[int]:
+    """A group label for each of the (n, 128) float32 ``encodings`` (their bytes, as stored)
+    by Chinese whispers over the graph whose edges join faces closer than ``threshold``.
+
+    The algorithm of dlib's ``chinese_whispers_clustering`` (Biemann 2006; every face its
+    own label at first, each edge of weight 1 and every face its own neighbour; a face
+    visited takes the label most of its neighbours carry, the smallest on a tie), visiting
+    the faces in a random order per sweep (seeded: the same input gives the same groups)
+    until a sweep changes nothing, or after :data:`WHISPER_SWEEPS`. Labels are arbitrary
+    numbers; only which faces share one matters.
+    """
     vectors = np.frombuffer(encodings, dtype="<f4").reshape(-1, DIM).astype(np.float64)
-    if len(vectors) == 0:
-        return []
-    labels: list[int] = dlib.chinese_whispers_clustering(
-        [dlib.vector(v.tolist()) for v in vectors], threshold
-    )
-    return [int(x) for x in labels]
+    neighbours = _neighbours(vectors, threshold)
+    labels = list(range(len(vectors)))
+    order = np.arange(len(vectors))
+    rng = np.random.default_rng(seed)
+    for _sweep in range(WHISPER_SWEEPS):
+        rng.shuffle(order)
+        changed = False
+        for node in order.tolist():
+            votes: dict[int, int] = defaultdict(int)
+            for other in neighbours[node]:
+                votes[labels[other]] += 1
+            best = min(votes, key=lambda label: (-votes[label], label))
+            if best != labels[node]:
+                labels[node], changed = best, True
+        if not changed:
+            break
+    return labels
+
+
+def _neighbours(vectors: npt.NDArray[np.float64], threshold: float) -> list[list[int]]:
+    """For each vector, the positions of those closer than ``threshold`` (itself included)."""
+    found: list[list[int]] = []
+    sq = (vectors * vectors).sum(1)
+    for start in range(0, len(vectors), _BLOCK):
+        block = vectors[start : start + _BLOCK]
+        # |a-b|^2 = |a|^2 + |b|^2 - 2ab, in one matrix product per block of rows.
+        d2 = sq[start : start + _BLOCK, None] + sq[None, :] - 2.0 * (block @ vectors.T)
+        close = d2 < threshold * threshold
+        close[np.arange(len(block)), np.arange(start, start + len(block))] = True
+        found += [np.flatnonzero(row).tolist() for row in close]
+    return found
 
 
 def groups(labels: Sequence[int]) -> list[list[int]]:

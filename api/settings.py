@@ -51,6 +51,13 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
         description="Jittered copies averaged into an enrolled face's encoding: about 10x the encoding "
         "time, paid once per enrolled face, for a steadier gallery (docs/MATCHING.md).",
     )
+    scan_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long enrollment, /v1/verify and /v1/detect wait for a recognizer to scan a photo "
+        "(faces.scan) before they answer 503; a request not taken by then is skipped by the recognizers.",
+    )
     dead_letter_replay_deadline_s: float = Field(
         default=60.0,
         gt=0,
@@ -109,8 +116,8 @@ class ApiSettings(ServiceSettings, DatabaseSettings, AuthSettings, DocsSettings)
         default=30,
         ge=1,
         description="Calls of /v1/verify and /v1/detect (together) a key may make a minute, on top of "
-        "its own rate: each costs the API's one dlib worker about a second per photo, shared with "
-        "enrollment. The bootstrap admin key is not limited.",
+        "its own rate: each costs a recognizer process about a second per photo, taken from recognition "
+        "and shared with enrollment. The bootstrap admin key is not limited.",
     )
 
     @field_validator("match_aggregation")

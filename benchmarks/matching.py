@@ -70,19 +70,20 @@ def _encode_one(args: tuple[str, str]) -> tuple[str, Vector | None, int, str]:
 def _enroll_one(args: tuple[str, str, int]) -> tuple[str, Vector | None, int, str]:
     """Worker: (dataset, path, jitters) -> the face enrollment would store, as ``_encode_one``.
 
-    Calls the product's own ``api.enrollment.scan_photo`` (``load_image``, ``find_faces``,
+    Calls the product's own ``recognizer.scan.scan_photo`` (``load_image``, ``find_faces``,
     ``largest_face``, then ``encode_box`` on the largest face's box with ``jitters`` copies).
     """
-    from api.enrollment import LARGEST, FaceFound, NoFace, Rejected, scan_photo
+    from recognizer.scan import LARGEST, scan_photo
+    from schemas.events import ScanFaceFound, ScanNoFace, ScanRejected
 
     dataset, path, num_jitters = args
     # The largest face, as the demo and the CLI enroll a portrait.
     found = scan_photo((Path(dataset) / path).read_bytes(), num_jitters, LARGEST)
-    if isinstance(found, FaceFound):
+    if isinstance(found, ScanFaceFound):
         return path, np.array(found.encoding, dtype=np.float64), found.faces_found, ""
-    if isinstance(found, NoFace):
+    if isinstance(found, ScanNoFace):
         return path, None, 0, ""
-    return path, None, 0, found.detail if isinstance(found, Rejected) else "several faces"
+    return path, None, 0, found.detail if isinstance(found, ScanRejected) else "several faces"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from cli.fates import Item, exit_status, summary
 from cli.folders import images_of
 from cli.http import INGEST, RESULTS, Service
 
-#: Seconds to connect, and to wait for an answer (enrollment encodes the photo first).
+#: Seconds to connect, and to wait for an answer (enrollment has a recognizer scan the photo first).
 CONNECT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 120.0
 
@@ -58,6 +58,8 @@ def run(c: Clients, args: argparse.Namespace, opts: Options, ledger: list[Item])
     """Run the command of ``args``; returns its own exit status (the items add theirs)."""
     if args.command == "enroll":
         commands.enroll(c, args.folder, ledger, args.per_person)
+    elif args.command == "import":
+        commands.import_people(c, args.source, ledger, args.per_person, args.concurrency)
     elif args.command == "submit":
         items = commands.submit(c, _files(args.paths), ledger, batch=args.batch, camera=args.camera)
         if not args.no_wait:

@@ -116,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p.add_argument("--per-person", type=_positive, metavar="N", help="at most this many photos per person")
 
+    p = command(
+        "import",
+        "enroll many people: a folder of one folder per person (LFW's layout) or a .zip/.tar of one "
+        "(idempotent: photos already enrolled are skipped)",
+    )
+    p.add_argument("source", type=Path, metavar="DIR_OR_ARCHIVE")
+    p.add_argument("--per-person", type=_positive, metavar="N", help="at most this many photos per person")
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="photos sent at once (default 4; each is scanned by a recognizer process)",
+    )
+
     p = command("submit", "submit images (files, or every image under folders) and show the results")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--no-wait", action="store_true", help="only submit; do not wait for the results")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import httpx
 from cli.console import Console
 from cli.errors import EXIT_ITEMS_FAILED, EXIT_OK, CliError, UsageError
 from cli.fates import Fate, Item
-from cli.folders import people_in
+from cli.folders import people_in, unpacked
 from cli.http import Service, detail_of, retry_after
 from schemas import lifecycle
 
@@ -47,9 +49,18 @@ class Clients:
 # -- enroll ---------------------------------------------------------------------------
 
 
-def enroll(c: Clients, folder: Path, ledger: list[Item], per_person: int | None = None) -> None:
+def enroll(
+    c: Clients, folder: Path, ledger: list[Item], per_person: int | None = None, concurrency: int = 1
+) -> None:
     """Enroll every person of ``folder`` (a person of the same name is reused); each photo
-    is ``ok``, ``skipped`` (this photo is already enrolled for them) or ``refused``."""
+    is ``ok``, ``skipped`` (this photo is already enrolled for them) or ``refused``.
+
+    People are found or created one at a time, in order; up to ``concurrency`` photos are
+    sent at once (each is a scan by a recognizer: more recognizers take more at once).
+    Each person is reported once all their photos are answered, in order. An error that
+    stops the command (:class:`~cli.errors.CliError`) lets the photos already sent finish
+    and sends no other: those stay ``not sent``.
+    """
     try:
         people = people_in(folder)
     except NotADirectoryError as exc:
@@ -64,18 +75,57 @@ def enroll(c: Clients, folder: Path, ledger: list[Item], per_person: int | None 
         )
         for name, photos in people.items()
     ]
-    for n, (name, photos) in enumerate(plan, 1):
-        person_id, created = _person(c.api, name)
-        for photo, item in photos:
-            item.person_id = person_id
-            _enroll_photo(c.api, person_id, photo, item)
-        done = [i for _, i in photos]
-        counts = {f: sum(i.fate is f for i in done) for f in (Fate.OK, Fate.SKIPPED, Fate.REFUSED)}
-        c.console.progress(
-            f"[{n}/{len(plan)}] {name}{' (new)' if created else ''}: {counts[Fate.OK]} enrolled, "
-            f"{counts[Fate.SKIPPED]} already enrolled, {counts[Fate.REFUSED]} refused",
-            final=True,
-        )
+    # Photos in flight (or queued) at most: enough to keep every sender busy, few enough
+    # that a stop leaves little half-done.
+    window = 2 * concurrency
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="enroll") as pool:
+        pending: deque[tuple[int, str, bool, list[tuple[Item, Future[None]]]]] = deque()
+        in_flight = 0
+        try:
+            for n, (name, photos) in enumerate(plan, 1):
+                person_id, created = _person(c.api, name)
+                sent = []
+                for photo, item in photos:
+                    item.person_id = person_id
+                    sent.append((item, pool.submit(_enroll_photo, c.api, person_id, photo, item)))
+                pending.append((n, name, created, sent))
+                in_flight += len(sent)
+                while pending and in_flight > window:
+                    in_flight -= _report(c, pending.popleft(), len(plan))
+            while pending:
+                _report(c, pending.popleft(), len(plan))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the queued ones stay "not sent"
+            raise
+
+
+def _report(c: Clients, person: tuple[int, str, bool, list[tuple[Item, Future[None]]]], total: int) -> int:
+    """Wait for one person's photos (raising the first error that stopped one), print their
+    line; returns how many photos that was."""
+    n, name, created, sent = person
+    for _item, done in sent:
+        done.result()
+    counts = {f: sum(i.fate is f for i, _ in sent) for f in (Fate.OK, Fate.SKIPPED, Fate.REFUSED)}
+    c.console.progress(
+        f"[{n}/{total}] {name}{' (new)' if created else ''}: {counts[Fate.OK]} enrolled, "
+        f"{counts[Fate.SKIPPED]} already enrolled, {counts[Fate.REFUSED]} refused",
+        final=True,
+    )
+    return len(sent)
+
+
+def import_people(
+    c: Clients, source: Path, ledger: list[Item], per_person: int | None = None, concurrency: int = 4
+) -> None:
+    """:func:`enroll` the people of ``source``: a folder of one folder per person (LFW's
+    layout, or ``person_1.jpg`` files) or a .zip or .tar archive of one
+    (:func:`cli.folders.unpacked`). Idempotent like :func:`enroll`: a photo already
+    enrolled for its person is ``skipped``."""
+    try:
+        with unpacked(source) as folder:
+            enroll(c, folder, ledger, per_person, concurrency)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _planned(ledger: list[Item], item: Item) -> Item:

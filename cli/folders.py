@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 IMAGE_SUFFIXES = frozenset(
@@ -59,6 +65,69 @@ def images_of(paths: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{path} does not exist")
     return found
+
+
+#: Archive names :func:`unpacked` opens (a tar may be compressed: gzip, bzip2, xz).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+@contextlib.contextmanager
+def unpacked(source: Path) -> Iterator[Path]:
+    """The folder of people in ``source``: a folder as it is, or a .zip or .tar archive of
+    one unpacked into a temporary folder (removed afterwards). An archive that wraps the
+    layout in folders of one entry each (``lfw.tgz`` holds ``lfw/<person>/...``) yields the
+    innermost of them that holds more than one thing or a photo.
+
+    Nothing is written outside the temporary folder: members with absolute paths or
+    ``..`` are refused (tar's ``data`` filter; zip members are checked), links of a zip
+    are not followed. Raises FileNotFoundError for a missing ``source``, ValueError for a
+    file that is not such an archive.
+    """
+    if source.is_dir():
+        yield source
+        return
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    with tempfile.TemporaryDirectory(prefix="facestream-import-") as tmp:
+        root = Path(tmp)
+        try:
+            if zipfile.is_zipfile(source):
+                _unzip(source, root)
+            elif tarfile.is_tarfile(source):
+                with tarfile.open(source) as archive:
+                    archive.extractall(root, filter="data")
+            else:
+                raise ValueError(f"{source} is neither a folder nor a .zip or .tar archive")
+        except (tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{source}: cannot unpack it ({exc})") from None
+        yield _innermost(root)
+
+
+def _unzip(source: Path, into: Path) -> None:
+    with zipfile.ZipFile(source) as archive:
+        for member in archive.infolist():
+            target = (into / member.filename).resolve()
+            if not target.is_relative_to(into.resolve()):
+                raise ValueError(f"{source}: member {member.filename!r} would land outside the folder")
+            if member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _innermost(folder: Path) -> Path:
+    """``folder``, or the one sub-folder it holds if that is all it holds and that one
+    holds sub-folders too (a wrapper, not a person's folder), repeatedly."""
+    while True:
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return folder
+        inner = entries[0]
+        if not any(e.is_dir() for e in inner.iterdir()):
+            return folder  # one person's folder: ``folder`` is the layout
+        folder = inner
 
 
 def _display(name: str) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.kafka import producer_config
+from recognizer.scan import finished
 from recognizer.settings import RecognizerSettings
 from schemas import codec, topics
 from schemas import events as ev
@@ -302,11 +303,15 @@ class Dispatcher:
 def poison_outcome(job: Job, crashes: int, worker: str) -> tuple[str, bytes]:
     """What an image that killed ``crashes`` worker processes turns into: RecognitionFailed,
     not retryable, with its request (so the stream fails it and parks it for a replay), or
-    a dead letter when the message was not even a request."""
+    a dead letter when the message was not even a request. A photo to scan for the API
+    turns into a ``ScanCrashed`` answer, so the API answers its caller at once."""
     detail = f"the recognizer process died {crashes} times on this image (out of memory?)"
     try:
         env = codec.decode(job.value)
         data = env.data
+        if isinstance(data, ev.FaceScanRequested):
+            reply = finished(data, ev.ScanCrashed(detail=detail), worker)
+            return topics.SCANNED, codec.encode_data(reply, source=SOURCE, trace_id=env.trace_id)
         request = ev.RecognitionRequested(image=data) if isinstance(data, ev.ImageSubmitted) else data
         if not isinstance(request, ev.RecognitionRequested):
             raise SchemaError(f"not a request: {env.type}")

@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schemas.events import MatchRule, Outcome
+from schemas.events import MatchRule, Outcome, ScanKind
 
 IMAGES = Counter("facestream_recognizer_images_total", "Images processed, by outcome.", ["outcome"])
 STAGE_SECONDS = Histogram(
@@ -27,6 +27,20 @@ GALLERY_VERSION = Gauge(
     "Gallery topic offset this worker has applied.",
     multiprocess_mode="liveall",
 )
+SCANS = Counter(
+    "facestream_recognizer_scans_total",
+    "Photos scanned for the API (faces.scan), by kind (enroll, probe, detect) and outcome (the "
+    "reply's result; expired: read after the API gave up, not scanned; failed: the scan raised). "
+    "A photo that kills two processes is answered crashed by the pool's supervisor, not counted here.",
+    ["kind", "outcome"],
+)
+SCAN_SECONDS = Histogram(
+    "facestream_recognizer_scan_seconds",
+    "Time to scan one photo for the API, by kind (enrollment encodes jittered copies: ~1-2 s).",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8),
+)
+
 RULE = Gauge(
     "facestream_recognizer_rule",
     "The decision rule this worker applies now: tolerance, margin, and, when derived from"
@@ -54,3 +68,16 @@ for _outcome in (*(o.value for o in Outcome), "failed", "error", "skipped"):
     IMAGES.labels(_outcome)
 for _stage in ("decode", "detect", "encode", "match"):
     STAGE_SECONDS.labels(_stage)
+for _kind in ScanKind:
+    SCAN_SECONDS.labels(_kind.value)
+    for _result in (
+        "face_found",
+        "probe",
+        "several_faces",
+        "no_face",
+        "rejected",
+        "detection",
+        "failed",
+        "expired",
+    ):
+        SCANS.labels(_kind.value, _result)

@@ -5,10 +5,12 @@ Kafka consumer and producer and the delivery contract).
 Outcomes are keyed by image id and are deterministic for the same image, run and
 gallery, so a redone image produces the same result (the projector upserts).
 
-Two kinds of request: an image to recognize (``ImageSubmitted``, or
-``RecognitionRequested`` for a retry), and a ``RematchRequested``: the stored encodings
+Three kinds of request: an image to recognize (``ImageSubmitted``, or
+``RecognitionRequested`` for a retry); a ``RematchRequested``: the stored encodings
 of an image's faces, matched again against the gallery without the image (review named
-one of them). A re-match waits until this process's gallery has applied the gallery
+one of them); and a ``FaceScanRequested`` on ``faces.scan``: a photo the API wants a
+face of (enrollment, verification, detection), answered on ``faces.scanned``
+(:func:`process_scan`). A re-match waits until this process's gallery has applied the gallery
 topic as far as the request says (:func:`answer`), so the enrollment behind it is in.
 
 The gallery is read from the compacted ``gallery`` topic from offset 0 (so a new replica
@@ -44,6 +46,7 @@ from recognizer.calibration import RuleSource
 from recognizer.core import DetectionConfig, Recognition, recognize
 from recognizer.errors import ImageRejected
 from recognizer.gallery import Gallery, Match
+from recognizer.scan import answer_scan
 from recognizer.settings import RecognizerSettings
 from schemas import codec, topics
 from schemas import encoding as enc
@@ -246,7 +249,10 @@ def answer(
     re-match that needs a newer gallery: read the gallery topic up to the version it asks
     for (at most :data:`GALLERY_CATCH_UP_S`), then match. After a timeout it matches with
     the gallery it has, and says so in the log; the result's ``gallery_version`` records
-    what it matched against. Never returns "behind"."""
+    what it matched against. Never returns "behind". A message of ``faces.scan`` goes to
+    :func:`process_scan`."""
+    if origin[0] == topics.SCAN:
+        return process_scan(value, worker)
     rule = rules.rule(feed.gallery)
     metrics.observe_rule(rule)
     out = process_request(value, origin, feed.gallery, rule, cfg, worker)
@@ -268,6 +274,11 @@ def answer(
 
 def observe(out: Processed) -> None:
     """The metrics of one processed request."""
+    if out.scan_kind is not None:
+        metrics.SCANS.labels(out.scan_kind, out.label).inc()
+        if out.seconds is not None:
+            metrics.SCAN_SECONDS.labels(out.scan_kind).observe(out.seconds)
+        return
     metrics.IMAGES.labels(out.label).inc()
     if out.result is not None:
         metrics.FACES_PER_IMAGE.observe(len(out.result.faces))
@@ -308,13 +319,41 @@ class Processed:
 
     ``wait_for_gallery`` (label "behind", nothing to publish): a re-match needs a gallery
     that has applied the gallery topic up to this version; :func:`answer` catches up and
-    asks again. ``result`` is the recognition of an image (None for a re-match)."""
+    asks again. ``result`` is the recognition of an image (None for a re-match).
+    ``scan_kind`` (a scan request: its kind, or "invalid") and ``seconds`` (the scan's
+    time) are for the scan metrics."""
 
     topic: str | None
     payload: bytes
     label: str  # the outcome, or "failed" / "error" / "skipped" / "behind", for the metrics
     result: Recognition | None = None
     wait_for_gallery: int | None = None
+    scan_kind: str | None = None
+    seconds: float | None = None
+
+
+def process_scan(value: bytes, worker: str) -> Processed:
+    """Answer one ``faces.scan`` message: a ``FaceScanFinished`` for ``faces.scanned``
+    (:func:`recognizer.scan.answer_scan`), or nothing for a request past its ``expires_at``
+    (the API gave up on it) and for a message that is not a valid request (it names nobody
+    to answer; logged and passed over, like an event type this code does not know).
+    The reply goes out under the request's key, its request id (the dispatcher keys every
+    outcome by its message's key)."""
+    try:
+        env, request = codec.decode_as(value, ev.FaceScanRequested)
+    except SchemaError as exc:
+        log.warning(
+            "%s: passing over a message on %s that is not a scan request: %s", worker, topics.SCAN, exc
+        )
+        return Processed(None, b"", "skipped", scan_kind="invalid")
+    answered = answer_scan(request, worker)
+    if answered.reply is None:
+        log.info("%s: scan %s expired before it was read; not scanned", worker, request.request_id)
+        return Processed(None, b"", answered.outcome, scan_kind=request.kind.value)
+    payload = codec.encode_data(answered.reply, source=SOURCE, trace_id=env.trace_id)
+    return Processed(
+        topics.SCANNED, payload, answered.outcome, scan_kind=request.kind.value, seconds=answered.seconds
+    )
 
 
 def process_request(

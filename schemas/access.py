@@ -104,6 +104,8 @@ STREAM_GROUP = "facestream-stream"
 RECOGNIZER_GROUP = "facestream-recognizers"
 #: Each recognizer's gallery reader (recognizer/worker.py): assign() only, never commits.
 GALLERY_READER_GROUP = "facestream-gallery-reader"
+#: The API's reader of scan answers (api/scans.py): assign() only, never commits.
+SCAN_REPLY_GROUP = "facestream-api-scan-replies"
 #: The API's dead-letter replay (api/dead_letters.py GROUP).
 REPLAY_GROUP = "facestream-dead-letter-replay"
 #: notify's consumer groups, a prefix: webhooks (NOTIFY_GROUP_ID) and MQTT (MQTT_GROUP_ID,
@@ -158,9 +160,10 @@ RECOGNIZER = _principal(
     "recognizer",
     on_topics(ALL_TOPICS, D),
     on_topics([*topics.RECOGNIZER_INPUTS, topics.GALLERY], R),
-    # Outcomes (recognizer/worker.py, dispatch.py). Never the gallery: it parses
-    # untrusted images, and a compromised recognizer must not be able to enroll faces.
-    on_topics([topics.RESULTS, topics.FAILURES, topics.DEAD_LETTER], W),
+    # Outcomes (recognizer/worker.py, dispatch.py), and the answers to the API's scans
+    # (faces.scan is one of its inputs). Never the gallery: it parses untrusted images,
+    # and a compromised recognizer must not be able to enroll faces.
+    on_topics([topics.RESULTS, topics.FAILURES, topics.DEAD_LETTER, topics.SCANNED], W),
     on_group(RECOGNIZER_GROUP, R),
     on_group(GALLERY_READER_GROUP, R),
 )
@@ -177,6 +180,11 @@ API = _principal(
     on_topics([topics.RECOGNIZE], W),
     on_topics([topics.DEAD_LETTER], R),
     on_group(REPLAY_GROUP, R),
+    # Photos to enroll, verify or detect go to the recognizers and come back answered
+    # (api/scans.py): the API runs no face detection itself.
+    on_topics([topics.SCAN], W),
+    on_topics([topics.SCANNED], R),
+    on_group(SCAN_REPLY_GROUP, R),
 )
 
 NOTIFY = _principal(

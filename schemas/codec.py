@@ -40,6 +40,8 @@ EVENT_TYPES: dict[str, tuple[int, type[BaseModel]]] = {
     "facestream.image.dead_lettered": (1, ev.ImageDeadLettered),
     "facestream.person.enrolled": (1, ev.PersonEnrolled),
     "facestream.face.enrolled": (1, ev.FaceEnrolled),
+    "facestream.face_scan.requested": (1, ev.FaceScanRequested),
+    "facestream.face_scan.finished": (1, ev.FaceScanFinished),
 }
 
 TYPE_OF: dict[type[BaseModel], str] = {model: name for name, (_, model) in EVENT_TYPES.items()}

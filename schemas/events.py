@@ -16,16 +16,19 @@ images.retry                (read only: older stream workers' retries) image id
 images.results              FacesRecognized, ImageFailed               image id
 images.dead-letter          ImageDeadLettered                          image id (or none)
 gallery (compacted)         PersonEnrolled, FaceEnrolled               person:ID, face:PID:FID
+faces.scan                  FaceScanRequested                          request id
+faces.scanned               FaceScanFinished                           request id
 ==========================  =========================================  ===================
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 #: Ids are UUIDs in canonical text form (any version).
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -304,3 +307,168 @@ class FaceEnrolled(_Data):
     source_sha256: str | None = None
     filename: str | None = None
     enrolled_at: datetime
+
+
+# --------------------------------------------------------------------------- face scans
+
+
+class ScanKind(StrEnum):
+    """What the API wants to know about a photo (see :class:`FaceScanRequested`)."""
+
+    ENROLL = "enroll"  # the face to enroll: its encoding from jittered copies, and a crop
+    PROBE = "probe"  # the face to verify, encoded as a submitted image's faces are
+    DETECT = "detect"  # every face, with its landmarks (and encodings if asked)
+
+
+#: Which face of a photo: its index (left to right, as results number faces), ``largest``,
+#: or null (the only one; a photo with several answers with their boxes).
+FaceChoice = Annotated[StrictInt, Field(ge=0)] | Literal["largest"] | None
+
+
+class FaceScanRequested(_Data):
+    """The API asks a recognizer to find a face in a photo, and waits for the answer
+    (:class:`FaceScanFinished`, keyed by the same ``request_id``, addressed to ``reply_to``).
+
+    The photo travels inline, base64, as an image does in :class:`ImageSubmitted`. A
+    request read after ``expires_at`` is not scanned: the API has answered its client
+    already (503), and nobody waits for the reply.
+    """
+
+    request_id: str = Field(pattern=UUID_PATTERN, description="Id of the request (UUID); the Kafka key.")
+    kind: ScanKind
+    image_b64: str = Field(description="The photo file's bytes, base64 (RFC 4648).")
+    num_jitters: int = Field(
+        default=1, ge=1, le=100, description="enroll: jittered copies averaged into the encoding."
+    )
+    face: FaceChoice = Field(default=None, description="enroll, probe: which face (index, largest, or null).")
+    encodings: bool = Field(default=False, description="detect: give each face's encoding too.")
+    reply_to: str = Field(
+        min_length=1, max_length=255, description="The API replica that waits for the answer."
+    )
+    requested_at: datetime
+    expires_at: datetime = Field(description="Nobody waits for the answer after this: do not scan.")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class ScanFaceFound(_Data):
+    """enroll: the face to enroll (``index`` of ``faces_found``, left to right), its encoding
+    and a JPEG crop of it for the person's page."""
+
+    result: Literal["face_found"] = "face_found"
+    index: int = Field(ge=0)
+    box: Box
+    encoding: Encoding
+    faces_found: int = Field(ge=1)
+    model: ModelInfo
+    crop_b64: str = Field(description="JPEG crop of the face, base64.")
+
+    @classmethod
+    def of(
+        cls, *, index: int, box: Box, encoding: list[float], faces_found: int, model: ModelInfo, crop: bytes
+    ) -> ScanFaceFound:
+        return cls(
+            index=index, box=box, encoding=encoding, faces_found=faces_found, model=model, crop_b64=_b64(crop)
+        )
+
+    @property
+    def crop(self) -> bytes:
+        return base64.b64decode(self.crop_b64)
+
+
+class ScanProbe(_Data):
+    """probe: the face of a photo to verify (``index`` of ``faces_found``, left to right), its
+    box and its encoding as the recognizers compute a submitted image's (one jitter)."""
+
+    result: Literal["probe"] = "probe"
+    index: int = Field(ge=0)
+    box: Box
+    encoding: Encoding
+    faces_found: int = Field(ge=1)
+
+
+class ScanSeveralFaces(_Data):
+    """enroll, probe: the photo has several faces and none was chosen (or the chosen index
+    is past the last): their boxes, left to right."""
+
+    result: Literal["several_faces"] = "several_faces"
+    boxes: list[Box]
+
+
+class ScanNoFace(_Data):
+    """enroll, probe: the photo decoded but no face was detected."""
+
+    result: Literal["no_face"] = "no_face"
+
+
+class ScanRejected(_Data):
+    """The bytes are not an image that can be decoded; ``reason`` (a :class:`FailureReason`
+    value) and ``detail`` say why."""
+
+    result: Literal["rejected"] = "rejected"
+    reason: str
+    detail: str
+
+
+class DetectedFace(_Data):
+    """detect: one face, its box, its 68 landmarks by feature (face_recognition's names:
+    ``chin``, ``left_eye``, ...) as (x, y) pixels of the upright original, and, when asked
+    for, its encoding."""
+
+    box: Box
+    landmarks: dict[str, list[tuple[int, int]]]
+    encoding: Encoding | None = None
+
+
+class ScanDetection(_Data):
+    """detect: every face of the photo, left to right; ``width`` and ``height`` of the
+    upright original."""
+
+    result: Literal["detection"] = "detection"
+    width: int
+    height: int
+    faces: list[DetectedFace]
+
+
+class ScanCrashed(_Data):
+    """The photo killed the recognizer process scanning it twice: it is not tried again."""
+
+    result: Literal["crashed"] = "crashed"
+    detail: str
+
+
+class ScanFailed(_Data):
+    """The scan raised in the recognizer (a fault of the code, not of the photo): ``detail``
+    names the exception. The API answers 500, as for any fault of its own."""
+
+    result: Literal["failed"] = "failed"
+    detail: str
+
+
+#: Every outcome of a scan, told apart by ``result``.
+ScanOutcome = Annotated[
+    ScanFaceFound
+    | ScanProbe
+    | ScanSeveralFaces
+    | ScanNoFace
+    | ScanRejected
+    | ScanDetection
+    | ScanCrashed
+    | ScanFailed,
+    Field(discriminator="result"),
+]
+
+
+class FaceScanFinished(_Data):
+    """A recognizer's answer to a :class:`FaceScanRequested`, keyed by its ``request_id``:
+    read by the API replica ``reply_to`` names, ignored by every other."""
+
+    request_id: str = Field(pattern=UUID_PATTERN, description="The request's id; the Kafka key.")
+    reply_to: str = Field(min_length=1, max_length=255)
+    kind: ScanKind
+    outcome: ScanOutcome
+    worker: str | None = None
+    seconds: float | None = Field(default=None, ge=0, description="Time the scan took in the recognizer.")
+    finished_at: datetime

@@ -33,6 +33,16 @@ RETRY = "images.retry"
 RESULTS = "images.results"
 DEAD_LETTER = "images.dead-letter"
 GALLERY = "gallery"
+SCAN = "faces.scan"
+SCANNED = "faces.scanned"
+
+#: How long a scan request stays on ``faces.scan``: the API waits seconds for its answer
+#: (SCAN_TIMEOUT_S), so a day is only room for an outage; the photo goes with it.
+SCAN_RETENTION_MS = DAY_MS
+#: How long a scan's answer stays on ``faces.scanned``: it carries a face's encoding and a
+#: crop of the face (biometric data) and is read within seconds by the API replica that
+#: asked, so it is kept no longer than an hour (a short segment, so that the hour holds).
+SCANNED_RETENTION_MS = 3600 * 1000
 
 _big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
@@ -51,6 +61,32 @@ TOPICS: tuple[Topic, ...] = (
     # re-matches), as on images.recognize in a RematchRequested.
     Topic(RESULTS, 12, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete"}),
     Topic(DEAD_LETTER, 4, {"retention.ms": str(RETENTION_DAYS * DAY_MS), "cleanup.policy": "delete", **_big}),
+    # Photos to scan for the API (enrollment, verification, detection), answered by the
+    # recognizers' group. As many partitions as images.submitted, so that scans do not
+    # lower the cap on recognizer pods (KEDA stops at the fewest partitions of their inputs).
+    # The photo travels inline, like an image.
+    Topic(
+        SCAN,
+        32,
+        {
+            "retention.ms": str(SCAN_RETENTION_MS),
+            "segment.ms": str(SCAN_RETENTION_MS),
+            "cleanup.policy": "delete",
+            **_big,
+        },
+    ),
+    # The answers, each read by the API replica that asked (it reads every partition from
+    # its end, no consumer group). Biometric data: see SCANNED_RETENTION_MS.
+    Topic(
+        SCANNED,
+        12,
+        {
+            "retention.ms": str(SCANNED_RETENTION_MS),
+            "segment.ms": str(SCANNED_RETENTION_MS),
+            "cleanup.policy": "delete",
+            **_big,
+        },
+    ),
     # One partition keeps every gallery change in one order; compaction keeps the latest
     # value per key (a person, a face) forever, so a new replica loads it from offset 0.
     # Short segments and a compaction deadline: an erased person's name and encodings
@@ -69,8 +105,9 @@ TOPICS: tuple[Topic, ...] = (
 
 BY_NAME = {t.name: t for t in TOPICS}
 
-#: What the recognizers' consumer group reads.
-RECOGNIZER_INPUTS = (SUBMITTED, RECOGNIZE)
+#: What the recognizers' consumer group reads: images to recognize, and photos the API
+#: asks them to scan.
+RECOGNIZER_INPUTS = (SUBMITTED, RECOGNIZE, SCAN)
 
 
 def person_key(person_id: str) -> str:

@@ -11,6 +11,7 @@ value that came from a client (file names, person names, cameras, reasons) goes 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from api import queries, review
-from api.deps import EncoderDep, PoolDep, SettingsDep
+from api.deps import PoolDep, SettingsDep
 from api.models import FacePublic, ImagePublic, ImagesPublic, ImageStatus, PeoplePublic, PersonDetailPublic
 from api.queries import ImageFilter
 from api.routes.paging import ImageFilterDep, Offset, PageDep
@@ -533,11 +534,10 @@ def _enrolled(person: PersonDetailPublic, principal: Principal | None) -> str:
 
 
 @router.get("/review", response_class=HTMLResponse)
-async def review_page(
-    request: Request, pool: PoolDep, encoder: EncoderDep, settings: SettingsDep
-) -> HTMLResponse:
+async def review_page(request: Request, pool: PoolDep, settings: SettingsDep) -> HTMLResponse:
     rows = await queries.unknown_faces(pool, settings.review_window)
-    labels = await encoder.run(
+    # In a thread: clustering is numpy (it releases the GIL), and the event loop stays free.
+    labels = await asyncio.to_thread(
         review.cluster, b"".join(r["encoding"] for r in rows), settings.review_cluster_threshold
     )
     found = review.groups(labels)

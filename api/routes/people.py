@@ -18,8 +18,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, UploadFil
 from fastapi.responses import JSONResponse
 
 from api import gallery, queries
-from api.deps import EncoderDep, PoolDep, PublisherDep, SettingsDep
-from api.enrollment import LARGEST, EncoderCrashed, FaceFound, NoFace, Rejected, SeveralFaces
+from api.deps import PoolDep, PublisherDep, ScansDep, SettingsDep
 from api.models import (
     FaceChoicePublic,
     FaceEnrollmentPublic,
@@ -37,9 +36,10 @@ from api.models import (
     storable_filename,
 )
 from api.routes.paging import Limit, Offset, PageDep
+from api.scans import LARGEST, PhotoCrashedWorker
 from common.auth import require
 from schemas.encoding import unpack
-from schemas.events import Box, ModelInfo
+from schemas.events import Box, ModelInfo, ScanFaceFound, ScanNoFace, ScanRejected, ScanSeveralFaces
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
 
@@ -211,7 +211,7 @@ async def enroll_face(
     response: Response,
     pool: PoolDep,
     publisher: PublisherDep,
-    encoder: EncoderDep,
+    scans: ScansDep,
     settings: SettingsDep,
     face_id: Annotated[uuid.UUID | None, Query(description="Client-chosen id: makes retries safe.")] = None,
     face_index: Annotated[
@@ -226,12 +226,13 @@ async def enroll_face(
 ) -> FaceEnrollmentPublic | JSONResponse:
     """Enroll a face of an uploaded photo and publish ``FaceEnrolled`` to the gallery.
 
-    The photo is decoded and encoded in the process pool with the recognizers' detection
-    settings. A photo with several faces answers 422 with their boxes (``faces``) unless
+    The photo is decoded and encoded by a recognizer (``faces.scan``) with the recognizers'
+    detection settings. A photo with several faces answers 422 with their boxes (``faces``) unless
     ``face_index`` says which. The same photo (by SHA-256) enrolled again for this person
     answers 200 with the face stored the first time. 404 unknown person, 413 file too large,
     422 not an image or no face, 409 if the face id belongs to another person, 503 if the
-    broker does not acknowledge (nothing is stored). A retry with the same face id returns
+    broker does not acknowledge or no recognizer answers within ``SCAN_TIMEOUT_S`` (nothing
+    is stored). A retry with the same face id returns
     the stored face unchanged.
     """
     if face_id and idempotency_key and face_id != idempotency_key:
@@ -261,18 +262,18 @@ async def enroll_face(
         None if face_index is None else (LARGEST if face_index == LARGEST else int(face_index))
     )
     try:
-        scan = await encoder.scan(data, settings.enroll_num_jitters, choice)
-    except EncoderCrashed:
+        scan = await scans.enroll(data, settings.enroll_num_jitters, choice)
+    except PhotoCrashedWorker:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "not a usable image: encoding it crashed the worker twice"
         ) from None
-    if isinstance(scan, Rejected):
+    if isinstance(scan, ScanRejected):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a usable image ({scan.reason}): {scan.detail}"
         )
-    if isinstance(scan, NoFace):
+    if isinstance(scan, ScanNoFace):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no face found in the photo")
-    if isinstance(scan, SeveralFaces):
+    if isinstance(scan, ScanSeveralFaces):
         asked = "" if face_index is None else f" (face_index {face_index} is not one of them)"
         body = SeveralFacesPublic(
             detail=f"the photo has {len(scan.boxes)} faces{asked}: say which with face_index "
@@ -327,7 +328,7 @@ async def _store_face(
     publisher: PublisherDep,
     person_id: uuid.UUID,
     face_id: uuid.UUID,
-    scan: FaceFound,
+    scan: ScanFaceFound,
     sha256: str,
     filename: str | None,
 ) -> FaceEnrollmentPublic:

@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api import gallery, imaging, queries, renderings, review
-from api.deps import EncoderDep, PoolDep, PublisherDep, SettingsDep
+from api.deps import PoolDep, PublisherDep, SettingsDep
 from api.models import (
     AssignPublic,
     ReviewAssign,
@@ -44,7 +44,6 @@ _REMATCH_BATCH = 100
 @router.get("/groups", dependencies=[require("query")])
 async def review_groups(
     pool: PoolDep,
-    encoder: EncoderDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500, description="Most groups in the answer, largest first.")] = 50,
 ) -> ReviewGroupsPublic:
@@ -55,7 +54,8 @@ async def review_groups(
     meanwhile drop out); a face is identified by its image and index.
     """
     rows = await queries.unknown_faces(pool, settings.review_window)
-    labels = await encoder.run(
+    # In a thread: clustering is numpy (it releases the GIL), and the event loop stays free.
+    labels = await asyncio.to_thread(
         review.cluster, b"".join(r["encoding"] for r in rows), settings.review_cluster_threshold
     )
     found = review.groups(labels)

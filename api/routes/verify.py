@@ -1,16 +1,16 @@
 """``/v1/verify`` and ``/v1/detect``: synchronous face verification and detection; nothing is stored.
 
-Both decode and search the uploaded photos in the API's process pool
-(:class:`api.enrollment.EnrollmentPool`, the one enrollment uses), never in the event loop,
-with the checks every upload gets: the door's body limit (``MAX_REQUEST_BYTES``), then
+Both have the uploaded photos decoded and searched by a recognizer (:mod:`api.scans`,
+as enrollment does; 503 if none answers within ``SCAN_TIMEOUT_S``), with the checks
+every upload gets: the door's body limit (``MAX_REQUEST_BYTES``), then
 ``VERIFY_MAX_BYTES`` per photo (413, read no further than the limit), then the decoder's
 (not an image, corrupt, or declaring more pixels than the recognizers accept: 422 with
 the reason, as enrollment answers). Verification decides with the recognizers' tolerance
 and aggregation (``MATCH_TOLERANCE``, ``MATCH_AGGREGATION``; :mod:`api.faces`).
 
 Both need the ``verify`` scope and pass, besides the key's own rate, a rate of their own
-(``VERIFY_RATE_PER_MINUTE`` a key, both routes together): each photo costs the API's one
-dlib worker about a second, shared with enrollment.
+(``VERIFY_RATE_PER_MINUTE`` a key, both routes together): each photo costs a recognizer
+process about a second, taken from recognition and shared with enrollment.
 """
 
 from __future__ import annotations
@@ -24,18 +24,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from fastapi.responses import JSONResponse
 
 from api import queries
-from api.deps import EncoderDep, PoolDep, SettingsDep
-from api.enrollment import (
-    EncoderCrashed,
-    EnrollmentPool,
-    NoFace,
-    Probe,
-    ProbeResult,
-    Rejected,
-    SeveralFaces,
-    detect_photo,
-    probe_photo,
-)
+from api.deps import PoolDep, ScansDep, SettingsDep
 from api.faces import face_choice, stored_encodings, verdict
 from api.models import (
     DetectedFacePublic,
@@ -46,7 +35,9 @@ from api.models import (
     VerificationPublic,
     VerifiedFacePublic,
 )
+from api.scans import PhotoCrashedWorker, ProbeResult, ScanClient
 from common.auth import RATE_LIMITED, RateLimiter, principal_of, require
+from schemas.events import ScanNoFace, ScanProbe, ScanRejected, ScanSeveralFaces
 
 router = APIRouter(prefix="/v1", tags=["verification"])
 
@@ -99,7 +90,7 @@ _413 = {"description": "A photo is over VERIFY_MAX_BYTES, or the request over MA
 async def verify(
     request: Request,
     pool: PoolDep,
-    encoder: EncoderDep,
+    scans: ScansDep,
     settings: SettingsDep,
     files: Annotated[
         list[UploadFile] | None,
@@ -184,9 +175,9 @@ async def verify(
                 "enroll a photo of them first",
             )
         enrolled = stored_encodings([r["encoding"] for r in rows])
-    probes: list[Probe] = []
+    probes: list[ScanProbe] = []
     for number, (data, label) in enumerate(zip(photos, labels, strict=True), start=1):
-        found = await _probe(encoder, data, choices[number - 1], number, label)
+        found = await _probe(scans, data, choices[number - 1], number, label)
         if isinstance(found, JSONResponse):
             return found
         probes.append(found)
@@ -217,7 +208,7 @@ async def verify(
 async def detect(
     request: Request,
     file: Annotated[UploadFile, File(description="The photo.")],
-    encoder: EncoderDep,
+    scans: ScansDep,
     settings: SettingsDep,
     encodings: Annotated[
         bool,
@@ -238,10 +229,10 @@ async def detect(
     await _known_fields(request, _DETECT_FIELDS)
     data = await _read(file, settings.verify_max_bytes, "the photo")
     try:
-        found = await encoder.run(detect_photo, data, encodings)
-    except EncoderCrashed:
+        found = await scans.detect(data, encodings)
+    except PhotoCrashedWorker:
         raise _invalid("the photo is not a usable image: reading it crashed the worker twice") from None
-    if isinstance(found, Rejected):
+    if isinstance(found, ScanRejected):
         raise _invalid(f"the photo is not a usable image ({found.reason}): {found.detail}")
     return DetectionPublic(
         width=found.width,
@@ -310,19 +301,19 @@ async def _read(upload: UploadFile, limit: int, label: str) -> bytes:
 
 
 async def _probe(
-    encoder: EnrollmentPool, data: bytes, choice: int | str | None, number: int, label: str
-) -> Probe | JSONResponse:
-    """The face of one photo to compare (in the process pool); 422 (raised) for a photo that
+    scans: ScanClient, data: bytes, choice: int | str | None, number: int, label: str
+) -> ScanProbe | JSONResponse:
+    """The face of one photo to compare (scanned by a recognizer); 422 (raised) for a photo that
     is not an image or has no face, and returned for one with several faces (their boxes)."""
     try:
-        found: ProbeResult = await encoder.run(probe_photo, data, choice)
-    except EncoderCrashed:
+        found: ProbeResult = await scans.probe(data, choice)
+    except PhotoCrashedWorker:
         raise _invalid(f"{label} is not a usable image: reading it crashed the worker twice") from None
-    if isinstance(found, Rejected):
+    if isinstance(found, ScanRejected):
         raise _invalid(f"{label} is not a usable image ({found.reason}): {found.detail}")
-    if isinstance(found, NoFace):
+    if isinstance(found, ScanNoFace):
         raise _invalid(f"no face found in {label}")
-    if isinstance(found, SeveralFaces):
+    if isinstance(found, ScanSeveralFaces):
         parameter = "face_index" if number == 1 else "face_index_2"
         asked = "" if choice is None else f" ({parameter} {choice} is not one of them)"
         body = PhotoFacesPublic(

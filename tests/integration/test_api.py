@@ -11,8 +11,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,18 +19,33 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+import numpy as np
 import pytest
 import pytest_asyncio
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from api.deps import get_encoder, get_publisher, get_settings
-from api.enrollment import EnrollmentPool, FaceChoice, ScanResult
+from api.app import create_app
+from api.deps import get_publisher, get_settings
 from common.kafka import AsyncProducer, watermarks
 from common.publisher import Publisher
-from schemas.codec import decode
+from recognizer.scan import scan_photo
+from schemas.codec import decode, encode_data
+from schemas.encoding import floats
 from schemas.envelope import Envelope
-from schemas.events import FaceEnrolled, ImageSubmitted, PersonEnrolled
-from schemas.topics import GALLERY, SUBMITTED, face_key, person_key
+from schemas.events import (
+    FaceEnrolled,
+    FaceScanFinished,
+    ImageSubmitted,
+    PersonEnrolled,
+    ScanFaceFound,
+    ScanKind,
+    ScanNoFace,
+    ScanOutcome,
+    ScanRejected,
+)
+from schemas.topics import GALLERY, SCANNED, SUBMITTED, face_key, person_key
+from tests.platform import ADMIN_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -444,55 +457,82 @@ async def test_enroll_photo_without_a_face_is_422(client, enrolled_person, faces
     assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
 
 
-async def test_a_dead_enrollment_worker_is_replaced_and_readiness_says_so_until_then(
-    app, client, enrolled_person, faces_dir: Path
+async def test_enrollment_stores_the_encoding_the_recognizers_scan_computes(
+    client, tail, enrolled_person, faces_dir: Path, settings
 ):
-    """A worker killed (as the kernel kills one out of memory) broke the pool for good:
-    every later enrollment answered 500 while /readyz stayed green."""
-    encoder = app.state.resources.encoder
-    photo = (faces_dir / "sample/examples/obama.jpg").read_bytes()
-    first = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("a.jpg", photo)})
-    assert first.status_code == 201, first.text
-    [pid] = encoder.pids()
+    """The photo is scanned by the recognizer pool (faces.scan), with the same settings and
+    jitters as when the API encoded it itself: the same face, box, crop and model as
+    scan_photo's, and the same encoding but for dlib's random jitters (two scans of one
+    photo at 10 jitters are 0.04-0.05 apart; tests/unit/test_recognizer_scan.py shows one
+    jitter gives exactly scan_photo's)."""
+    gallery = tail(GALLERY)
+    photo = (faces_dir / "sample/examples/obama2.jpg").read_bytes()
+    r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("o2.jpg", photo)})
+    assert r.status_code == 201, r.text
 
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    ready = await client.get("/readyz")
-    while ready.status_code == 200 and time.monotonic() < deadline:  # until the pool sees the death
-        await asyncio.sleep(0.05)
-        ready = await client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["checks"]["enrollment"] is False
-
-    # Another photo: the same one again would be answered from the first enrollment (200).
-    other = (faces_dir / "sample/examples/obama2.jpg").read_bytes()
-    again = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("b.jpg", other)})
-    assert again.status_code == 201, again.text
-    assert encoder.pids()
-    assert pid not in encoder.pids()
-    assert (await client.get("/readyz")).json()["checks"]["enrollment"] is True
+    env = await gallery.find(face_key(str(enrolled_person), r.json()["face_id"]))
+    direct = await asyncio.to_thread(scan_photo, photo, settings.enroll_num_jitters)
+    assert isinstance(direct, ScanFaceFound)
+    assert np.linalg.norm(np.subtract(env.data.encoding, floats(direct.encoding))) < 0.12
+    assert env.data.model == direct.model
+    assert env.data.box == direct.box
+    crop = await client.get(f"/v1/people/{enrolled_person}/faces/{r.json()['face_id']}/crop")
+    assert crop.content == direct.crop
 
 
-def _killed(_data: bytes, _num_jitters: int, _face: FaceChoice = None) -> ScanResult:
-    """Stands in for a photo that crashes dlib: the worker dies as the kernel's OOM killer ends it."""
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
-
-
-async def test_a_photo_that_kills_the_worker_twice_is_422_and_the_pool_still_works(
-    app, client, enrolled_person
-):
-    crashing = EnrollmentPool(task=_killed)
-    app.dependency_overrides[get_encoder] = lambda: crashing
+async def test_an_answer_addressed_to_another_replica_is_ignored(app, kafka_bootstrap: str):
+    replies = app.state.resources.replies
+    request_id = str(uuid.uuid4())
+    answer = replies.expect(request_id)
     try:
-        r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("x.jpg", b"anything")})
+
+        def reply(to: str, outcome: ScanOutcome) -> bytes:
+            finished = FaceScanFinished(
+                request_id=request_id,
+                reply_to=to,
+                kind=ScanKind.DETECT,
+                outcome=outcome,
+                finished_at=datetime.now(UTC),
+            )
+            return encode_data(finished, source="a-test")
+
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        # One key, so one partition: read in this order. Were the first taken, it would be the answer.
+        producer.produce(SCANNED, key=request_id, value=reply("another-replica", ScanNoFace()))
+        producer.produce(
+            SCANNED, key=request_id, value=reply(replies.replica, ScanRejected(reason="r", detail="ours"))
+        )
+        assert await asyncio.to_thread(producer.flush, 10) == 0
+        got = await asyncio.wait_for(answer, 30)
     finally:
-        del app.dependency_overrides[get_encoder]
-        crashing_works = crashing.works()
-        await asyncio.to_thread(crashing.shutdown)
-    assert r.status_code == 422
-    assert r.json() == {"detail": "not a usable image: encoding it crashed the worker twice"}
-    assert crashing_works  # replaced after the second crash too
+        replies.forget(request_id)
+    assert got == ScanRejected(reason="r", detail="ours")
+
+
+async def test_enrollment_without_a_running_recognizer_is_503_after_the_scan_timeout(
+    settings, scan_recognizer, enrolled_person, faces_dir: Path, db
+):
+    photo = (faces_dir / "sample/examples/obama.jpg").read_bytes()
+    quick = create_app(settings.model_copy(update={"scan_timeout_s": 2.0}))
+    with scan_recognizer.paused():
+        async with (
+            quick.router.lifespan_context(quick),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=quick),
+                base_url="http://api",
+                headers={"X-API-Key": ADMIN_KEY},
+            ) as client,
+        ):
+            started = time.monotonic()
+            r = await client.post(f"/v1/people/{enrolled_person}/faces", files={"file": ("o.jpg", photo)})
+            waited = time.monotonic() - started
+    assert r.status_code == 503, r.text
+    assert r.json() == {
+        "detail": "no recognizer answered the scan within 2 s (SCAN_TIMEOUT_S): are the recognizers running?"
+    }
+    assert r.headers["Retry-After"] == "5"
+    assert 2 <= waited < 15
+    assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
 
 
 async def test_enroll_not_an_image_is_422_with_the_reason(client, enrolled_person):
@@ -712,7 +752,7 @@ async def test_health_readiness_and_metrics(client):
 
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"database": True, "kafka": True, "enrollment": True}}
+    assert ready.json() == {"ready": True, "checks": {"database": True, "kafka": True, "scan_replies": True}}
 
     await client.get(f"/v1/images/{uuid.uuid4()}")
     metrics = await client.get("/metrics")

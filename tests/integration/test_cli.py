@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -226,6 +227,31 @@ def test_enroll_is_idempotent_and_reports_each_photo(
     assert fates.pop("notes.jpg") == ("refused", 422)
     assert set(fates.values()) == {("skipped", None)}
     assert third.items()["dlib_horses.jpg"]["detail"] == "no face found in the photo"
+
+
+def test_import_of_an_archive_enrolls_everyone_once_with_several_photos_at_once(
+    cli: Cli, people: tuple[Path, str], admin: httpx.Client, tmp_path: Path
+) -> None:
+    known, token = people
+    archive = tmp_path / "people.tgz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(known, "lfw")  # wrapped in one folder, as LFW's own archive is
+
+    first = cli("import", str(archive), "--concurrency", "3", "--json")
+    assert first.code == 0, first.err
+    assert sorted(i["fate"] for i in first.items().values()) == ["ok"] * 4
+    again = cli("import", str(known), "--concurrency", "3", "--json")  # the folder: the same people
+    assert again.code == 0, again.err
+    assert sorted(i["fate"] for i in again.items().values()) == ["skipped"] * 4
+    found = admin.get("/v1/people", params={"q": f"cli{token}"}).json()["data"]
+    assert sorted((p["name"], p["face_count"]) for p in found) == [
+        (f"Aaron Peirsol cli{token}", 2),
+        (f"Abdullah Gul cli{token}", 2),
+    ]
+    (tmp_path / "notes.txt").write_text("not an archive")
+    wrong = cli("import", str(tmp_path / "notes.txt"))
+    assert wrong.code == 2
+    assert "neither a folder nor a .zip or .tar archive" in wrong.err
 
 
 def test_rerun_by_id_reports_what_was_not_rerun(cli: Cli, photos: Path) -> None:

@@ -49,12 +49,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from api.dead_letters import replay_dead_letters
+from api.scans import ScanClient, ScanReplies, replica_id
 from common.kafka import ensure_topics, producer_config
 from common.kafka_access import Applied, apply_acls, binding
+from common.publisher import Publisher
 from common.settings import ServiceSettings
 from schemas import access, codec, topics
 from schemas.access import Acl, Operation, Pattern, Resource
-from schemas.events import ImageDeadLettered
+from schemas.events import ImageDeadLettered, ScanProbe
 from tests.conftest import PORT_OFFSET, ROOT, TEST_RUN_DIR
 from tests.platform import ADMIN_KEY, Platform, wait_ready
 
@@ -343,6 +345,11 @@ def test_each_service_does_its_job_under_its_own_user(
             lambda: asyncio.run(_status(database_url, image_id)) in {"processed", "unresolved"},
             within_s=120,
         )
+        # A photo the API asks to scan (faces.scan, as the api user) is answered by the
+        # recognizer (faces.scanned, as its user) and read back by the API's reply reader.
+        photo = (faces_dir / "sample/examples/obama.jpg").read_bytes()
+        found = asyncio.run(_probe_as_api(_conf(principals["api"]), photo))
+        assert isinstance(found, ScanProbe)
         # Garbage published as ingest is dead-lettered by the stream worker, and the API's
         # replay (its consumer group, a read of the dead letters) passes over it.
         producer = Producer(_conf(principals["ingest"]))
@@ -358,6 +365,17 @@ def test_each_service_does_its_job_under_its_own_user(
         _until("the API never read a dead letter", replayed_garbage)
     finally:
         platform.stop_all()
+
+
+async def _probe_as_api(conf: dict[str, Any], photo: bytes) -> object:
+    replies = ScanReplies(conf, replica_id())
+    await asyncio.to_thread(replies.start)
+    publisher = Publisher.connect(conf, source="api")
+    try:
+        return await ScanClient(publisher, replies, timeout_s=60).probe(photo)
+    finally:
+        replies.close()
+        publisher.close()
 
 
 def _stored_bytes(database_url: str, image_id: str, within_s: float = 60) -> int | None:

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from api import dead_letters
+from api import dead_letters, scans
 from common.kafka_access import binding, describe
 from recognizer import worker
 from recognizer.settings import RecognizerSettings
@@ -27,8 +27,9 @@ def test_the_recognizer_reads_the_gallery_but_never_writes_it() -> None:
     ("principal", "writes"),
     [
         (access.INGEST, {topics.SUBMITTED}),
-        (access.RECOGNIZER, {topics.RESULTS, topics.FAILURES, topics.DEAD_LETTER}),
-        (access.API, {topics.SUBMITTED, topics.RECOGNIZE, topics.GALLERY}),  # re-runs, re-matches
+        (access.RECOGNIZER, {topics.RESULTS, topics.FAILURES, topics.DEAD_LETTER, topics.SCANNED}),
+        # re-runs, re-matches, photos to scan
+        (access.API, {topics.SUBMITTED, topics.RECOGNIZE, topics.GALLERY, topics.SCAN}),
         (
             access.STREAM,
             {topics.SUBMITTED, topics.RECOGNIZE, topics.RESULTS, topics.DEAD_LETTER, topics.GALLERY},
@@ -40,6 +41,17 @@ def test_the_recognizer_reads_the_gallery_but_never_writes_it() -> None:
 )
 def test_who_writes_where(principal: access.Principal, writes: set[str]) -> None:
     assert {t for t in access.ALL_TOPICS if principal.may(W, Resource.TOPIC, t)} == writes
+
+
+def test_scans_go_from_the_api_to_the_recognizers_and_back() -> None:
+    """Only the API asks, only the recognizers answer; each reads only its side."""
+    readers = {
+        t: {p.service for p in access.PRINCIPALS if p.may(R, Resource.TOPIC, t)}
+        for t in (topics.SCAN, topics.SCANNED)
+    }
+    assert readers == {topics.SCAN: {"recognizer"}, topics.SCANNED: {"api"}}
+    assert access.API.may(R, Resource.GROUP, access.SCAN_REPLY_GROUP)
+    assert '"group.id": SCAN_REPLY_GROUP' in inspect.getsource(scans.ScanReplies)
 
 
 def test_only_the_gallerys_readers_read_it() -> None:

@@ -1,8 +1,10 @@
-"""The API's pure parts: the enrollment scan, text checks and the HTML rendering."""
+"""The API's pure parts: text checks and the HTML rendering."""
 
 from __future__ import annotations
 
-import pickle
+import ast
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,50 +13,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api.enrollment import LARGEST, FaceFound, NoFace, Rejected, SeveralFaces, scan_photo
 from api.models import FacePublic, ImagePublic, ImagesPublic, ImageStatus, PersonCreate, storable_filename
 from api.routes.page import _images_table, _photo, _rule
-from recognizer.core import DetectionConfig
 from schemas.events import Box
 
-
-def test_scan_enrolls_the_face_of_a_portrait(faces_dir: Path) -> None:
-    scan = scan_photo((faces_dir / "sample" / "examples" / "obama.jpg").read_bytes())
-    assert isinstance(scan, FaceFound)
-    assert scan.faces_found == 1
-    assert len(scan.encoding) == 128
-    assert scan.model == DetectionConfig().model_info()
-    # It crosses the process-pool boundary.
-    assert pickle.loads(pickle.dumps(scan)) == scan
-
-
-def test_scan_of_a_group_photo_asks_which_face_unless_told(faces_dir: Path) -> None:
-    photo = (faces_dir / "sample" / "examples" / "two_people.jpg").read_bytes()
-    several = scan_photo(photo)
-    assert isinstance(several, SeveralFaces)
-    assert len(several.boxes) == 2
-    assert several.boxes[0].left < several.boxes[1].left  # left to right, as results number faces
-    assert isinstance(scan_photo(photo, 1, 9), SeveralFaces)  # no face 9
-
-    second = scan_photo(photo, 1, 1)
-    assert isinstance(second, FaceFound)
-    assert (second.index, second.box, second.faces_found) == (1, several.boxes[1], 2)
-    assert second.crop.startswith(b"\xff\xd8")  # a JPEG crop for the person's page
-    largest = scan_photo(photo, 1, LARGEST)
-    assert isinstance(largest, FaceFound)
-    area = [(b.right - b.left) * (b.bottom - b.top) for b in several.boxes]
-    assert largest.index == area.index(max(area))
-
-
-def test_scan_without_a_face(faces_dir: Path) -> None:
-    assert scan_photo((faces_dir / "extras" / "no_face" / "dlib_horses.jpg").read_bytes()) == NoFace()
-
-
-def test_scan_of_bytes_that_are_no_image_is_rejected_as_data() -> None:
-    scan = scan_photo(b"hello, this is text")
-    assert isinstance(scan, Rejected)
-    assert scan.reason == "not_an_image"
-    assert pickle.loads(pickle.dumps(scan)) == scan
+ROOT = Path(__file__).resolve().parents[2]
+#: What only the recognizers run: face detection, dlib and its models.
+FACE_DETECTION = ("dlib", "face_recognition", "face_recognition_models", "recognizer.core", "recognizer.scan")
 
 
 @pytest.mark.parametrize("name", ["a\x00b", "\ud800", "   "])
@@ -125,6 +90,37 @@ def test_boxes_of_the_image_page_are_placed_in_percent() -> None:
     html = _photo(image_public([face], width=400, height=200))
     assert "left:50.000%;top:25.000%;width:25.000%;height:50.000%" in html
     assert "&lt;Ann&gt; 0.41" in html
+
+
+def test_importing_the_api_loads_no_face_detection() -> None:
+    """Photos are scanned by the recognizers (api/scans.py): the API process never loads
+    dlib and its models (hundreds of MB)."""
+    code = (
+        "import sys, api.app, api.__main__\n"
+        "api.app.create_app\n"
+        f"loaded = sorted(m for m in {FACE_DETECTION!r} if m in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_no_api_module_imports_face_detection_even_inside_a_function() -> None:
+    """Not even lazily, as the API's own process pool once did (api/enrollment.py)."""
+    found = []
+    for path in sorted((ROOT / "api").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith(FACE_DETECTION)]
+    assert found == []
 
 
 def test_the_image_page_says_which_rule_named_the_faces() -> None:

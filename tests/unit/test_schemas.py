@@ -104,9 +104,18 @@ def test_the_readme_states_each_topics_retention_as_declared() -> None:
         if topic.config.get("cleanup.policy") == "compact":
             assert rows[topic.name].strip() == "compacted"
             continue
-        days = int(topic.config["retention.ms"]) // DAY_MS
-        assert days <= RETENTION_DAYS, topic.name
-        assert rows[topic.name].strip() == f"{days} days", topic.name
+        ms = int(topic.config["retention.ms"])
+        assert ms <= RETENTION_DAYS * DAY_MS, topic.name
+        assert rows[topic.name].strip() == _duration(ms), topic.name
+
+
+def _duration(ms: int) -> str:
+    """``ms`` as the README writes it: whole days, or else whole hours."""
+    days, hours = ms // DAY_MS, ms // 3_600_000
+    if ms % DAY_MS == 0:
+        return f"{days} day{'s' if days != 1 else ''}"
+    assert ms % 3_600_000 == 0, f"{ms} ms is not a whole number of hours"
+    return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
 def test_config_drift_names_only_declared_entries_the_broker_lacks() -> None:

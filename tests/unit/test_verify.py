@@ -1,34 +1,24 @@
 """Verification and detection, without the HTTP layer: the decision (api/faces.py) agrees
-with the recognizers' rule, and the pool functions (api/enrollment.py) find what the
-recognizers find."""
+with the recognizers' rule, and the scan functions the recognizers answer /v1/verify and
+/v1/detect with (recognizer/scan.py) find what the recognizers find."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from api.enrollment import (
-    LARGEST,
-    Detection,
-    NoFace,
-    Probe,
-    Rejected,
-    SeveralFaces,
-    detect_photo,
-    probe_photo,
-)
 from api.faces import face_choice, stored_encodings, verdict
 from api.models import LandmarksPublic
 from api.settings import ApiSettings
 from common.auth import SCOPES, KeyCreate
 from recognizer.core import DetectionConfig, decode_image, find_faces, scaled_box
 from recognizer.gallery import DEFAULT_AGGREGATION, DEFAULT_TOLERANCE, Gallery, default_rule
+from recognizer.scan import LARGEST, detect_photo, probe_photo
 from schemas.encoding import DIM, EncodingError, floats, pack
-from schemas.events import Box
+from schemas.events import Box, ScanDetection, ScanNoFace, ScanProbe, ScanRejected, ScanSeveralFaces
 
 KEY = SecretStr("fsk-unit-admin-key-not-secret")
 
@@ -135,38 +125,37 @@ def test_verify_is_a_scope_keys_can_be_given() -> None:
     assert KeyCreate(name="door", scopes=["verify"]).scopes == ["verify"]
 
 
-# ----------------------------------------------------------------------- the pool functions
+# ----------------------------------------------------------------------- the scan functions
 
 
 def test_a_probe_is_the_face_a_result_would_have(faces_dir: Path) -> None:
     photo = (faces_dir / "sample/examples/obama.jpg").read_bytes()
     probe = probe_photo(photo)
-    assert isinstance(probe, Probe)
+    assert isinstance(probe, ScanProbe)
     cfg = DetectionConfig()
     decoded = decode_image(photo, cfg.max_pixels, cfg.max_decoded_pixels)
     [face] = find_faces(decoded.rgb, cfg)
     assert (probe.index, probe.box, probe.faces_found) == (0, scaled_box(face.box, decoded), 1)
     assert probe.encoding == pytest.approx(face.encoding.tolist())
-    assert pickle.loads(pickle.dumps(probe)) == probe  # it crosses the process-pool boundary
 
 
 def test_a_group_photo_needs_a_face_index(faces_dir: Path) -> None:
     photo = (faces_dir / "sample/examples/two_people.jpg").read_bytes()
     several = probe_photo(photo)
-    assert isinstance(several, SeveralFaces)
+    assert isinstance(several, ScanSeveralFaces)
     assert len(several.boxes) == 2
-    assert isinstance(probe_photo(photo, 2), SeveralFaces)  # no third face
+    assert isinstance(probe_photo(photo, 2), ScanSeveralFaces)  # no third face
     second = probe_photo(photo, 1)
-    assert isinstance(second, Probe)
+    assert isinstance(second, ScanProbe)
     assert (second.index, second.box) == (1, several.boxes[1])
     largest = probe_photo(photo, LARGEST)
-    assert isinstance(largest, Probe)
+    assert isinstance(largest, ScanProbe)
 
 
 def test_no_face_and_not_an_image(faces_dir: Path) -> None:
-    assert probe_photo((faces_dir / "extras/no_face/dlib_horses.jpg").read_bytes()) == NoFace()
+    assert probe_photo((faces_dir / "extras/no_face/dlib_horses.jpg").read_bytes()) == ScanNoFace()
     rejected = probe_photo(b"plain text")
-    assert isinstance(rejected, Rejected)
+    assert isinstance(rejected, ScanRejected)
     assert rejected.reason == "not_an_image"
     assert detect_photo(b"plain text") == rejected
 
@@ -179,7 +168,7 @@ def test_detection_finds_the_recognizers_faces_with_landmarks(faces_dir: Path, n
     and every landmark lies near its face."""
     photo = (faces_dir / name).read_bytes()
     found = detect_photo(photo, encodings=True)
-    assert isinstance(found, Detection)
+    assert isinstance(found, ScanDetection)
     cfg = DetectionConfig()
     decoded = decode_image(photo, cfg.max_pixels, cfg.max_decoded_pixels)
     faces = find_faces(decoded.rgb, cfg)
@@ -196,11 +185,11 @@ def test_detection_finds_the_recognizers_faces_with_landmarks(faces_dir: Path, n
             assert all(_inside(p, box) for p in detected.landmarks[feature])
         assert detected.encoding == floats(face.encoding)
     plain = detect_photo(photo)
-    assert isinstance(plain, Detection)
+    assert isinstance(plain, ScanDetection)
     assert [f.encoding for f in plain.faces] == [None] * len(faces)  # encodings only when asked
 
 
 def test_detection_of_a_photo_without_a_face_is_empty(faces_dir: Path) -> None:
     found = detect_photo((faces_dir / "extras/no_face/dlib_horses.jpg").read_bytes())
-    assert isinstance(found, Detection)
+    assert isinstance(found, ScanDetection)
     assert found.faces == []
