@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.events import Box
+from schemas.events import Box, QualityNote
 from schemas.lifecycle import Status
 from schemas.webhooks import WebhookEvent
 
@@ -225,6 +225,19 @@ class FaceEnrollmentPublic(EnrolledFacePublic):
     faces_found: int | None = Field(
         description="Faces in the photo; with several, the largest was enrolled. Null on a replay."
     )
+    quality: list[QualityNote] = Field(
+        default_factory=list,
+        description="Why this face makes a poorer template than it could (too_small, blurred, turned), with"
+        " the measured value and the limit; empty for a good one, and on a replay.",
+    )
+
+
+class PoorTemplatePublic(_Public):
+    """422 of an enrollment face that would make a poor template (docs/MATCHING.md,
+    "Enrollment quality"); ``accept_poor=true`` enrolls it anyway."""
+
+    detail: str
+    quality: list[QualityNote]
 
 
 class FaceChoicePublic(_Public):

@@ -207,10 +207,15 @@ class ScanClient:
         self.replies = replies
         self.timeout_s = timeout_s
 
-    async def enroll(self, data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> EnrollResult:
+    async def enroll(
+        self, data: bytes, num_jitters: int = 1, face: FaceChoice = None, check_quality: bool = True
+    ) -> EnrollResult:
         """The face to enroll (``face``: an index, :data:`LARGEST` or None), encoded from
-        ``num_jitters`` jittered copies, with a crop (:func:`recognizer.scan.scan_photo`)."""
-        outcome = await self._ask(ev.ScanKind.ENROLL, data, num_jitters=num_jitters, face=face)
+        ``num_jitters`` jittered copies, with a crop and its quality notes; with
+        ``check_quality`` a poor template is rejected (:func:`recognizer.scan.scan_photo`)."""
+        outcome = await self._ask(
+            ev.ScanKind.ENROLL, data, num_jitters=num_jitters, face=face, check_quality=check_quality
+        )
         if isinstance(outcome, ev.ScanFaceFound | ev.ScanSeveralFaces | ev.ScanNoFace | ev.ScanRejected):
             return outcome
         raise _unexpected(outcome)

@@ -165,7 +165,10 @@ def _enroll_photo(api: Service, person_id: str, photo: Path, item: Item) -> None
     )
     if r.status_code in (200, 201):
         item.fate = Fate.OK if r.status_code == 201 else Fate.SKIPPED
-        item.face_id = str(r.json()["face_id"])
+        body = r.json()
+        item.face_id = str(body["face_id"])
+        # Enrolled, with room for a better photo (docs/MATCHING.md, "Enrollment quality").
+        item.detail = "; ".join(q["message"] for q in body.get("quality") or []) or None
     elif r.status_code in FILE_REFUSALS:
         item.fate, item.http_status, item.detail = Fate.REFUSED, r.status_code, detail_of(r)
     else:

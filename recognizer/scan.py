@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import face_recognition
 
 from api.imaging import face_crop
+from recognizer import quality
 from recognizer.core import (
     Decoded,
     DetectionConfig,
@@ -48,7 +49,9 @@ ProbeResult = ev.ScanProbe | ev.ScanSeveralFaces | ev.ScanNoFace | ev.ScanReject
 DetectResult = ev.ScanDetection | ev.ScanRejected
 
 
-def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> ScanResult:
+def scan_photo(
+    data: bytes, num_jitters: int = 1, face: FaceChoice = None, check_quality: bool = True
+) -> ScanResult:
     """Decode ``data`` and encode one face with the recognizers' detection settings.
 
     ``face`` chooses it: its index (left to right, as results number faces), or
@@ -58,6 +61,11 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
     ``num_jitters`` jittered copies (enrollment happens once per face, so it can afford
     what the per-image hot path cannot).
 
+    The chosen face is judged as a template first (:func:`template_quality`): with
+    ``check_quality``, one that breaks a refusal limit is answered ``ScanRejected``
+    (``reason`` :data:`~schemas.events.POOR_TEMPLATE`) and not encoded; otherwise every
+    note comes back in the found face's ``quality``.
+
     Any exception other than a rejected image is a fault of the worker and propagates.
     """
     cfg = DetectionConfig()
@@ -65,6 +73,12 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
     if not isinstance(found, _Chosen):
         return found
     decoded, faces, chosen = found.decoded, found.faces, found.face
+    notes = template_quality(decoded, chosen)
+    refused = [n for n in notes if n.severity == "refuse"]
+    if refused and check_quality:
+        return ev.ScanRejected(
+            reason=ev.POOR_TEMPLATE, detail="; ".join(n.message for n in refused), quality=notes
+        )
     encoding = chosen.encoding if num_jitters == 1 else encode_box(decoded.rgb, chosen.box, num_jitters)
     box = scaled_box(chosen.box, decoded)
     return ev.ScanFaceFound.of(
@@ -74,7 +88,18 @@ def scan_photo(data: bytes, num_jitters: int = 1, face: FaceChoice = None) -> Sc
         faces_found=len(faces),
         model=cfg.model_info().model_copy(update={"num_jitters": num_jitters}),
         crop=face_crop(data, box, decoded.width, decoded.height),
+        quality=notes,
     )
+
+
+def template_quality(decoded: Decoded, chosen: FoundFace) -> list[ev.QualityNote]:
+    """What :mod:`recognizer.quality` says of ``chosen`` as a template, measured in the
+    pixels it is encoded from (refusals first; empty: a good one)."""
+    issues = quality.judge(quality.measure(decoded.rgb, chosen.box))
+    return [
+        ev.QualityNote(code=i.code, severity=i.severity, message=i.message, value=i.value, limit=i.limit)
+        for i in issues
+    ]
 
 
 def probe_photo(data: bytes, face: FaceChoice = None) -> ProbeResult:
@@ -145,7 +170,7 @@ def scan(request: ev.FaceScanRequested) -> ev.ScanOutcome:
     except ValueError as exc:  # binascii.Error is a ValueError
         return ev.ScanRejected(reason=ev.FailureReason.CORRUPT_IMAGE.value, detail=f"bad image_b64: {exc}")
     if request.kind is ScanKind.ENROLL:
-        return scan_photo(data, request.num_jitters, request.face)
+        return scan_photo(data, request.num_jitters, request.face, request.check_quality)
     if request.kind is ScanKind.PROBE:
         return probe_photo(data, request.face)
     return detect_photo(data, request.encodings)

@@ -342,6 +342,10 @@ class FaceScanRequested(_Data):
     )
     face: FaceChoice = Field(default=None, description="enroll, probe: which face (index, largest, or null).")
     encodings: bool = Field(default=False, description="detect: give each face's encoding too.")
+    check_quality: bool = Field(
+        default=True,
+        description="enroll: refuse a face that would make a poor template (recognizer.quality).",
+    )
     reply_to: str = Field(
         min_length=1, max_length=255, description="The API replica that waits for the answer."
     )
@@ -353,9 +357,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+class QualityNote(_Data):
+    """Why an enrollment face makes a poor template (``recognizer.quality``, docs/MATCHING.md
+    "Enrollment quality"): ``code`` (too_small, blurred, turned), ``severity`` (refuse: not
+    enrolled; flag: enrolled, a better photo would do more), a message, and the measured
+    ``value`` against the ``limit``."""
+
+    code: str
+    severity: Literal["refuse", "flag"]
+    message: str
+    value: float
+    limit: float
+
+
 class ScanFaceFound(_Data):
     """enroll: the face to enroll (``index`` of ``faces_found``, left to right), its encoding
-    and a JPEG crop of it for the person's page."""
+    and a JPEG crop of it for the person's page; ``quality``: what would make it a better
+    template (flags, and refusals the request said to accept)."""
 
     result: Literal["face_found"] = "face_found"
     index: int = Field(ge=0)
@@ -364,13 +382,28 @@ class ScanFaceFound(_Data):
     faces_found: int = Field(ge=1)
     model: ModelInfo
     crop_b64: str = Field(description="JPEG crop of the face, base64.")
+    quality: list[QualityNote] = Field(default_factory=list)
 
     @classmethod
     def of(
-        cls, *, index: int, box: Box, encoding: list[float], faces_found: int, model: ModelInfo, crop: bytes
+        cls,
+        *,
+        index: int,
+        box: Box,
+        encoding: list[float],
+        faces_found: int,
+        model: ModelInfo,
+        crop: bytes,
+        quality: list[QualityNote] | None = None,
     ) -> ScanFaceFound:
         return cls(
-            index=index, box=box, encoding=encoding, faces_found=faces_found, model=model, crop_b64=_b64(crop)
+            index=index,
+            box=box,
+            encoding=encoding,
+            faces_found=faces_found,
+            model=model,
+            crop_b64=_b64(crop),
+            quality=quality or [],
         )
 
     @property
@@ -403,13 +436,19 @@ class ScanNoFace(_Data):
     result: Literal["no_face"] = "no_face"
 
 
+#: ``ScanRejected.reason`` of an enrollment face that would make a poor template.
+POOR_TEMPLATE = "poor_template"
+
+
 class ScanRejected(_Data):
-    """The bytes are not an image that can be decoded; ``reason`` (a :class:`FailureReason`
-    value) and ``detail`` say why."""
+    """The bytes are not an image that can be decoded, or (enroll) the face would make a
+    poor template: ``reason`` (a :class:`FailureReason` value, or :data:`POOR_TEMPLATE`
+    with its ``quality`` notes) and ``detail`` say why."""
 
     result: Literal["rejected"] = "rejected"
     reason: str
     detail: str
+    quality: list[QualityNote] = Field(default_factory=list)
 
 
 class DetectedFace(_Data):

@@ -32,6 +32,7 @@ from api.models import (
     PersonMergedPublic,
     PersonPublic,
     PersonRename,
+    PoorTemplatePublic,
     SeveralFacesPublic,
     storable_filename,
 )
@@ -39,7 +40,15 @@ from api.routes.paging import Limit, Offset, PageDep
 from api.scans import LARGEST, PhotoCrashedWorker
 from common.auth import require
 from schemas.encoding import unpack
-from schemas.events import Box, ModelInfo, ScanFaceFound, ScanNoFace, ScanRejected, ScanSeveralFaces
+from schemas.events import (
+    POOR_TEMPLATE,
+    Box,
+    ModelInfo,
+    ScanFaceFound,
+    ScanNoFace,
+    ScanRejected,
+    ScanSeveralFaces,
+)
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
 
@@ -200,8 +209,9 @@ async def merge_person(
             "description": "This photo was already enrolled for this person.",
         },
         422: {
-            "model": SeveralFacesPublic,
-            "description": "Not an image, no face, or several faces and no face_index.",
+            "model": SeveralFacesPublic | PoorTemplatePublic,
+            "description": "Not an image, no face, several faces and no face_index, or a face that would"
+            " make a poor template (too small or blurred: `quality` says why).",
         },
     },
 )
@@ -223,6 +233,10 @@ async def enroll_face(
         ),
     ] = None,
     idempotency_key: Annotated[uuid.UUID | None, Header(description="Same as face_id.")] = None,
+    accept_poor: Annotated[
+        bool,
+        Query(description="Enroll a face that would make a poor template (too small, blurred) anyway."),
+    ] = False,
 ) -> FaceEnrollmentPublic | JSONResponse:
     """Enroll a face of an uploaded photo and publish ``FaceEnrolled`` to the gallery.
 
@@ -232,8 +246,12 @@ async def enroll_face(
     answers 200 with the face stored the first time. 404 unknown person, 413 file too large,
     422 not an image or no face, 409 if the face id belongs to another person, 503 if the
     broker does not acknowledge or no recognizer answers within ``SCAN_TIMEOUT_S`` (nothing
-    is stored). A retry with the same face id returns
-    the stored face unchanged.
+    is stored). A retry with the same face id returns the stored face unchanged.
+
+    The face is judged as a template (docs/MATCHING.md, "Enrollment quality"): one too
+    small or too blurred to be worth enrolling answers 422 with ``quality`` (what was
+    measured, against which limit) unless ``accept_poor``; a face enrolled with room for
+    a better photo (smaller, softer or turned) lists why in ``quality``.
     """
     if face_id and idempotency_key and face_id != idempotency_key:
         raise HTTPException(
@@ -262,11 +280,17 @@ async def enroll_face(
         None if face_index is None else (LARGEST if face_index == LARGEST else int(face_index))
     )
     try:
-        scan = await scans.enroll(data, settings.enroll_num_jitters, choice)
+        scan = await scans.enroll(data, settings.enroll_num_jitters, choice, check_quality=not accept_poor)
     except PhotoCrashedWorker:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "not a usable image: encoding it crashed the worker twice"
         ) from None
+    if isinstance(scan, ScanRejected) and scan.reason == POOR_TEMPLATE:
+        poor = PoorTemplatePublic(
+            detail=f"the face would make a poor template: {scan.detail} (accept_poor=true enrolls it anyway)",
+            quality=scan.quality,
+        )
+        return JSONResponse(poor.model_dump(mode="json"), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     if isinstance(scan, ScanRejected):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a usable image ({scan.reason}): {scan.detail}"
@@ -345,7 +369,9 @@ async def _store_face(
     except asyncpg.ForeignKeyViolationError:  # the person was removed during the scan
         raise _not_found(person_id) from None
     if row is not None:
-        return FaceEnrollmentPublic(**queries.enrolled_face(row).model_dump(), faces_found=scan.faces_found)
+        return FaceEnrollmentPublic(
+            **queries.enrolled_face(row).model_dump(), faces_found=scan.faces_found, quality=scan.quality
+        )
     # A concurrent request with the same face id committed first.
     replay = await _stored_face(pool, person_id, face_id)
     if replay is None:  # removed in between (a gallery tombstone)

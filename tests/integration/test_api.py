@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import time
 import uuid
@@ -455,6 +456,30 @@ async def test_enroll_photo_without_a_face_is_422(client, enrolled_person, faces
     assert r.status_code == 422
     assert r.json() == {"detail": "no face found in the photo"}
     assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
+
+
+async def test_a_face_too_blurred_to_be_a_template_is_422_unless_accepted(
+    client, enrolled_person, faces_dir: Path, db
+):
+    from PIL import Image, ImageFilter
+
+    out = io.BytesIO()
+    sharp = Image.open(faces_dir / "sample/examples/obama-480p.jpg").convert("RGB")
+    sharp.filter(ImageFilter.GaussianBlur(8)).save(out, "JPEG")
+    photo = out.getvalue()
+    url = f"/v1/people/{enrolled_person}/faces"
+    r = await client.post(url, files={"file": ("soft.jpg", photo)})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["detail"].startswith("the face would make a poor template: the face is blurred")
+    assert [(q["code"], q["severity"]) for q in body["quality"]] == [("blurred", "refuse")]
+    assert body["quality"][0]["value"] < body["quality"][0]["limit"]
+    assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 0
+
+    r = await client.post(url, params={"accept_poor": "true"}, files={"file": ("soft.jpg", photo)})
+    assert r.status_code == 201, r.text
+    assert [q["code"] for q in r.json()["quality"]] == ["blurred"]
+    assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", enrolled_person) == 1
 
 
 async def test_enrollment_stores_the_encoding_the_recognizers_scan_computes(

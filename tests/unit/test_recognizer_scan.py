@@ -4,6 +4,7 @@ expired request skipped, and a photo that kills workers answered ``crashed``."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from base64 import b64encode
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from recognizer.calibration import RuleSource
 from recognizer.core import DetectionConfig
 from recognizer.dispatch import Job, poison_outcome
 from recognizer.gallery import Gallery, default_rule
-from recognizer.scan import LARGEST, answer_scan, scan_photo
+from recognizer.scan import LARGEST, answer_scan, scan, scan_photo
 from recognizer.worker import answer, process_scan
 from schemas import codec, topics
 from schemas import events as ev
@@ -50,6 +51,49 @@ def test_scan_enrolls_the_face_of_a_portrait(faces_dir: Path) -> None:
     assert scan.faces_found == 1
     assert len(scan.encoding) == 128
     assert scan.model == DetectionConfig().model_info()
+
+
+def blurred(photo: bytes, radius: float) -> bytes:
+    """``photo`` blurred all over (Gaussian, ``radius`` px), as a JPEG."""
+    from PIL import Image, ImageFilter
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").filter(ImageFilter.GaussianBlur(radius)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_a_sharp_portrait_makes_a_good_template(faces_dir: Path) -> None:
+    scan = scan_photo((faces_dir / "sample/examples/obama-480p.jpg").read_bytes())
+    assert isinstance(scan, ev.ScanFaceFound)
+    assert scan.quality == []
+
+
+def test_a_face_too_blurred_to_be_a_template_is_refused_unless_accepted(faces_dir: Path) -> None:
+    photo = blurred((faces_dir / "sample/examples/obama-480p.jpg").read_bytes(), 8)
+    refused = scan_photo(photo, 1)
+    assert isinstance(refused, ev.ScanRejected)
+    assert refused.reason == ev.POOR_TEMPLATE
+    assert [(n.code, n.severity) for n in refused.quality] == [("blurred", "refuse")]
+    assert refused.quality[0].value < refused.quality[0].limit
+    assert "blurred" in refused.detail
+    accepted = scan_photo(photo, 1, check_quality=False)
+    assert isinstance(accepted, ev.ScanFaceFound)
+    assert accepted.quality == refused.quality
+    # Through a request, as the API asks.
+    assert isinstance(scan(_request(photo)), ev.ScanRejected)
+    assert isinstance(scan(_request(photo, check_quality=False)), ev.ScanFaceFound)
+
+
+def test_a_small_face_is_enrolled_with_a_flag(faces_dir: Path) -> None:
+    from PIL import Image
+
+    image = Image.open(faces_dir / "sample/examples/obama-480p.jpg").convert("RGB")
+    small = io.BytesIO()
+    image.resize((image.width // 4, image.height // 4), Image.Resampling.BOX).save(small, "JPEG", quality=95)
+    found = scan_photo(small.getvalue(), 1)
+    assert isinstance(found, ev.ScanFaceFound)
+    assert "too_small" in [n.code for n in found.quality]
+    assert all(n.severity == "flag" for n in found.quality)
 
 
 def test_scan_of_a_group_photo_asks_which_face_unless_told(faces_dir: Path) -> None:
