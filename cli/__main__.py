@@ -57,9 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(c: Clients, args: argparse.Namespace, opts: Options, ledger: list[Item]) -> int:
     """Run the command of ``args``; returns its own exit status (the items add theirs)."""
     if args.command == "enroll":
-        commands.enroll(c, args.folder, ledger, args.per_person)
+        commands.enroll(c, args.folder, ledger, args.per_person, accept_poor=args.accept_poor)
     elif args.command == "import":
-        commands.import_people(c, args.source, ledger, args.per_person, args.concurrency)
+        commands.import_people(
+            c, args.source, ledger, args.per_person, args.concurrency, accept_poor=args.accept_poor
+        )
     elif args.command == "submit":
         items = commands.submit(c, _files(args.paths), ledger, batch=args.batch, camera=args.camera)
         if not args.no_wait:

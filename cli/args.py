@@ -112,9 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         return where.add_parser(name, parents=[common], help=help_text, description=help_text)
 
+    accept_poor = (
+        "enroll faces that would make poor templates (too small, too blurred) instead of refusing them"
+    )
     p = command("enroll", "enroll a folder of people: <person>/<image> or person_1.jpg files (idempotent)")
     p.add_argument("folder", type=Path)
     p.add_argument("--per-person", type=_positive, metavar="N", help="at most this many photos per person")
+    p.add_argument("--accept-poor", action="store_true", help=accept_poor)
 
     p = command(
         "import",
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", type=Path, metavar="DIR_OR_ARCHIVE")
     p.add_argument("--per-person", type=_positive, metavar="N", help="at most this many photos per person")
+    p.add_argument("--accept-poor", action="store_true", help=accept_poor)
     p.add_argument(
         "--concurrency",
         type=_positive,

@@ -50,10 +50,17 @@ class Clients:
 
 
 def enroll(
-    c: Clients, folder: Path, ledger: list[Item], per_person: int | None = None, concurrency: int = 1
+    c: Clients,
+    folder: Path,
+    ledger: list[Item],
+    per_person: int | None = None,
+    concurrency: int = 1,
+    *,
+    accept_poor: bool = False,
 ) -> None:
     """Enroll every person of ``folder`` (a person of the same name is reused); each photo
-    is ``ok``, ``skipped`` (this photo is already enrolled for them) or ``refused``.
+    is ``ok``, ``skipped`` (this photo is already enrolled for them) or ``refused`` (with
+    ``accept_poor``, a face that would make a poor template is enrolled, not refused).
 
     People are found or created one at a time, in order; up to ``concurrency`` photos are
     sent at once (each is a scan by a recognizer: more recognizers take more at once).
@@ -87,7 +94,9 @@ def enroll(
                 sent = []
                 for photo, item in photos:
                     item.person_id = person_id
-                    sent.append((item, pool.submit(_enroll_photo, c.api, person_id, photo, item)))
+                    sent.append(
+                        (item, pool.submit(_enroll_photo, c.api, person_id, photo, item, accept_poor))
+                    )
                 pending.append((n, name, created, sent))
                 in_flight += len(sent)
                 while pending and in_flight > window:
@@ -115,7 +124,13 @@ def _report(c: Clients, person: tuple[int, str, bool, list[tuple[Item, Future[No
 
 
 def import_people(
-    c: Clients, source: Path, ledger: list[Item], per_person: int | None = None, concurrency: int = 4
+    c: Clients,
+    source: Path,
+    ledger: list[Item],
+    per_person: int | None = None,
+    concurrency: int = 4,
+    *,
+    accept_poor: bool = False,
 ) -> None:
     """:func:`enroll` the people of ``source``: a folder of one folder per person (LFW's
     layout, or ``person_1.jpg`` files) or a .zip or .tar archive of one
@@ -123,7 +138,7 @@ def import_people(
     enrolled for its person is ``skipped``."""
     try:
         with unpacked(source) as folder:
-            enroll(c, folder, ledger, per_person, concurrency)
+            enroll(c, folder, ledger, per_person, concurrency, accept_poor=accept_poor)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -150,7 +165,7 @@ def _person(api: Service, name: str) -> tuple[str, bool]:
     return str(api.expect(r, 200, 201).json()["id"]), True
 
 
-def _enroll_photo(api: Service, person_id: str, photo: Path, item: Item) -> None:
+def _enroll_photo(api: Service, person_id: str, photo: Path, item: Item, accept_poor: bool = False) -> None:
     try:
         data = photo.read_bytes()
     except OSError as exc:
@@ -160,7 +175,11 @@ def _enroll_photo(api: Service, person_id: str, photo: Path, item: Item) -> None
     r = api.send(
         "POST",
         f"/v1/people/{person_id}/faces",
-        params={"face_index": "largest", "face_id": str(uuid.uuid4())},
+        params={
+            "face_index": "largest",
+            "face_id": str(uuid.uuid4()),
+            "accept_poor": str(accept_poor).lower(),
+        },
         files={"file": (photo.name, data)},
     )
     if r.status_code in (200, 201):

@@ -229,6 +229,32 @@ def test_enroll_is_idempotent_and_reports_each_photo(
     assert third.items()["dlib_horses.jpg"]["detail"] == "no face found in the photo"
 
 
+def test_a_blurred_photo_is_refused_with_its_reason_unless_accept_poor(
+    cli: Cli, admin: httpx.Client, faces_dir: Path, tmp_path: Path
+) -> None:
+    from PIL import Image, ImageFilter
+
+    token = uuid.uuid4().hex[:8]
+    person = tmp_path / "poor" / f"Soft_Obama_cli{token}"
+    person.mkdir(parents=True)
+    sharp = Image.open(faces_dir / "sample/examples/obama-480p.jpg").convert("RGB")
+    sharp.filter(ImageFilter.GaussianBlur(8)).save(person / "soft.jpg", "JPEG")
+    try:
+        refused = cli("enroll", str(person.parent), "--json")
+        assert refused.code == 1
+        item = refused.items()["soft.jpg"]
+        assert (item["fate"], item["http_status"]) == ("refused", 422)
+        assert item["detail"].startswith("the face would make a poor template: the face is blurred")
+        accepted = cli("enroll", str(person.parent), "--accept-poor", "--json")
+        assert accepted.code == 0, accepted.err
+        item = accepted.items()["soft.jpg"]
+        assert item["fate"] == "ok"
+        assert "blurred" in item["detail"]
+    finally:
+        for p in admin.get("/v1/people", params={"q": f"cli{token}"}).json()["data"]:
+            admin.delete(f"/v1/people/{p['id']}")
+
+
 def test_import_of_an_archive_enrolls_everyone_once_with_several_photos_at_once(
     cli: Cli, people: tuple[Path, str], admin: httpx.Client, tmp_path: Path
 ) -> None:
