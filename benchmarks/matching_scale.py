@@ -6,12 +6,17 @@ Run ``python -m benchmarks.matching_scale`` (``--out DIR``, default ``bench-resu
 photo each), under ``FACESTREAM_FACES`` or ``../shared/datasets/faces``.
 
 Encodings are made as the product makes them and cached in ``.cache/``: probes with 1
-jitter (recognition), enrollment photos with ``ENROLL_NUM_JITTERS`` (10) through the API's
-own ``scan_photo``. The first run encodes the 2,500 distractors twice (about 45 minutes on
-2 cores); later runs take seconds.
+jitter (recognition), enrollment photos with ``ENROLL_NUM_JITTERS`` (10) through the
+recognizers' own ``scan_photo``. The first run encodes the 2,500 distractors twice (about
+45 minutes on 2 cores); later runs take about a minute.
+
+Rules measured: the rule derived from a stated false-accept rate (``MATCH_FALSE_ACCEPT``
+1% and 2%, :func:`recognizer.calibration.calibrated_rule`, as the recognizers derive it
+for the gallery), the fixed rule (0.50, 0.10), and a threshold alone from the pair
+distances; each beside the plain nearest-photo threshold at the same strangers' rate.
 
 Protocol, for k = 1 and k = 3 enrollment photos per person and galleries of about
-20, 100, 300, 1,000 and 2,800 people:
+20, 60, 100, 300, 1,000 and 2,800 people (under 300: ``--repeats`` draws, pooled):
 
 - **Who is enrolled.** Up to the size, known people with at least k+1 photos (chosen at
   random, seeded), each with their first k photos with a face; the rest of the size is
