@@ -4,8 +4,11 @@ Run ``python -m benchmarks.confirmed_sightings`` (``--out DIR``, default ``bench
 part of ``make bench-matching``). It reads the encodings ``benchmarks.matching_scale``
 caches in ``.cache/`` (made on its first run): lfw-dev and lfw-distractors, probes and
 sightings with 1 jitter, enrollment photos with ``ENROLL_NUM_JITTERS`` (10). Nothing is
-encoded here: a run takes a few minutes on 2 cores. Every decision is the shipped
-``Gallery``'s with ``default_rule()``: when the rule's constants change, rerun this.
+encoded here: a run takes several minutes on 2 cores. Every decision is the shipped
+``Gallery``'s with the shipped rule: the tolerance and margin the recognizers derive for
+that gallery from ``MATCH_FALSE_ACCEPT``'s default (``matching_scale.shipped_rule``),
+derived again for every gallery matched against (each condition, fold and round); when
+``recognizer.calibration`` changes, rerun this.
 
 Protocol (seeded), at galleries of about 300 and 2,600 people:
 
@@ -32,7 +35,8 @@ Protocol (seeded), at galleries of about 300 and 2,600 people:
   of them confirmed (with operator error e). Self-training, the contrast: each round every
   sighting the system named (passers-by included) is added to the person it was named as.
 - Rates over the held-out probes (correct / wrong / missed) and over the strangers
-  (named), pooled over the folds, with 95% Wilson intervals.
+  (named), pooled over the folds, with 95% Wilson intervals; beside them, the range of the
+  rules derived for the condition's galleries (one per fold).
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ import numpy.typing as npt
 from api.settings import ApiSettings
 from benchmarks import matching as m
 from benchmarks import matching_scale as ms
+from recognizer.calibration import DEFAULT_FALSE_ACCEPT
 from recognizer.gallery import Gallery, default_rule
+from schemas.events import MatchRule
 
 Vector = npt.NDArray[np.float64]
 
@@ -176,20 +182,20 @@ def nearest(per: ms.Floats, cohort: int) -> ms.Near:
     return ms.Near(np.take_along_axis(cols, near.person[:, None], axis=1)[:, 0], near.best, near.cohort)
 
 
-def evaluate(c: ms.Composition) -> ms.Outcome:
-    """The shipped rule on the held-out probes and the strangers (``matching_scale``'s way)."""
-    rule = default_rule()
+def evaluate(c: ms.Composition, rule: MatchRule) -> ms.Outcome:
+    """``rule`` (``c.gallery``'s) on the held-out probes and the strangers, the leave-one-out
+    ones included (``matching_scale``'s way: they are matched with the whole gallery's rule)."""
     known, strangers, loo = ms.distances(c, rule.aggregation)
     nk = nearest(known, rule.cohort)
     ns = nearest(np.vstack([strangers, loo]), rule.cohort)
     return ms.outcome(c, nk, nk.accept(rule.tolerance, rule.margin), ns.accept(rule.tolerance, rule.margin))
 
 
-def named(gallery: Gallery, faces: Sequence[Sighting]) -> list[str | None]:
-    """Who the shipped gallery names each face as (None: unknown)."""
+def named(gallery: Gallery, rule: MatchRule, faces: Sequence[Sighting]) -> list[str | None]:
+    """Who the shipped gallery, with ``rule`` (its own), names each face as (None: unknown)."""
     if not faces:
         return []
-    return [r.person_id for r in gallery.match(np.stack([f.encoding for f in faces]), default_rule())]
+    return [r.person_id for r in gallery.match(np.stack([f.encoding for f in faces]), rule)]
 
 
 def first_photo(s: Setting, person: str) -> Vector:
@@ -225,9 +231,13 @@ class Tally:
     folds: int = 0
     confirmed: int = 0  # faces added to the gallery, over all folds
     wrong_added: int = 0  # of which somebody else's
+    rules: list[MatchRule] = field(default_factory=list)  # the rule of each fold's gallery
     extra: dict[str, int] = field(default_factory=dict)
 
-    def add(self, c: ms.Composition, o: ms.Outcome, added: Sequence[tuple[str, Sighting]] = ()) -> None:
+    def add(self, c: ms.Composition, rule: MatchRule, added: Sequence[tuple[str, Sighting]] = ()) -> None:
+        """Add what ``rule`` (``c.gallery``'s own) decides on ``c``'s probes and strangers."""
+        o = evaluate(c, rule)
+        self.rules.append(rule)
         n = len(c.truth) + c.known_missing
         self.known += n
         self.correct += round(o.correct * n)
@@ -268,15 +278,36 @@ class Tally:
         out["strangers_named_per_fold"] = round(self.strangers_named / self.folds, 2)
         out["confirmed_per_person"] = round(self.confirmed / self.known, 3)
         out["wrong_faces_added"] = self.wrong_added
+        out["rule"] = rule_range(self.rules)
         return {**out, **self.extra}
+
+
+def span(values: Iterable[float | None]) -> list[float]:
+    """[lowest, highest] of the values given (None left out), rounded to 5 decimals."""
+    v = [x for x in values if x is not None]
+    return [round(min(v), 5), round(max(v), 5)]
+
+
+def rule_range(rules: Sequence[MatchRule]) -> dict[str, object]:
+    """The span of ``rules`` (derived rules, one per gallery): tolerance, margin and the
+    false-accept estimate each as [lowest, highest], the target and how they were derived."""
+    return {
+        "galleries": len(rules),
+        "tolerance": span(r.tolerance for r in rules),
+        "margin": span(r.margin for r in rules),
+        "false_accept_target": sorted({r.false_accept_target for r in rules if r.false_accept_target}),
+        "false_accept_estimate": span(r.false_accept_estimate for r in rules),
+        "calibration": sorted({r.calibration for r in rules if r.calibration}),
+    }
 
 
 def fmt(label: str, t: Tally) -> str:
     lo, hi = t.interval("false_accept")
+    tol, mar = span(r.tolerance for r in t.rules), span(r.margin for r in t.rules)
     return (
         f"  {label:<34} {t.rate('correct'):7.1%} {t.rate('wrong'):6.1%} {t.rate('missed'):7.1%}"
         f" {t.rate('false_accept'):7.2%} [{lo:.1%}-{hi:.1%}]  +{t.confirmed / t.known:.2f}/person"
-        f" ({t.wrong_added} wrong)"
+        f" ({t.wrong_added} wrong)  T {tol[0]:.3f}-{tol[1]:.3f} m {mar[0]:.3f}-{mar[1]:.3f}"
     )
 
 
@@ -287,7 +318,7 @@ def baseline(s: Setting, fs: Iterable[Fold], k: int) -> Tally:
     t = Tally()
     for fold in fs:
         c = composition(s, fold, k, [])
-        t.add(c, evaluate(c))
+        t.add(c, ms.shipped_rule(c.gallery))
     return t
 
 
@@ -297,7 +328,7 @@ def sightings_of_enrollment_photos(s: Setting, fs: Iterable[Fold]) -> Tally:
     for fold in fs:
         added: Added = [(p, x) for p in s.people for x in fold.own[p] if x.path in s.enroll[p][1:]]
         c = composition(s, fold, 1, added)
-        t.add(c, evaluate(c), added)
+        t.add(c, ms.shipped_rule(c.gallery), added)
     return t
 
 
@@ -305,7 +336,10 @@ def confirmed(s: Setting, fs: Iterable[Fold], selection: str, count: int, error:
     """Photo 1 plus up to ``count`` confirmed sightings per person, a share ``error`` wrong.
 
     The same sightings are chosen for every ``error`` (one seed per selection and count),
-    so the error rows differ from the e = 0 row only by the wrong faces.
+    so the error rows differ from the e = 0 row only by the wrong faces, and the rule
+    derived for the gallery with them. ``extra``: the victims' probes (of the people given
+    a wrong face) named correctly with and without it, and, for ``error`` > 0, the held-out
+    probes named correctly when this gallery is matched with the e = 0 gallery's rule.
     """
     t = Tally()
     for fold in fs:
@@ -313,7 +347,8 @@ def confirmed(s: Setting, fs: Iterable[Fold], selection: str, count: int, error:
         slip = np.random.default_rng([seed, fold.index, SELECTIONS.index(selection), count, 1])
         start = composition(s, fold, 1, [])
         pool = fold.sightings + s.passers
-        unknown = {x.path for x, n in zip(pool, named(start.gallery, pool), strict=True) if n is None}
+        decided = named(start.gallery, ms.shipped_rule(start.gallery), pool)
+        unknown = {x.path for x, n in zip(pool, decided, strict=True) if n is None}
         offered = [x for x in pool if selection == "any" or x.path in unknown]
         added: Added = []
         for p in s.people:
@@ -330,20 +365,27 @@ def confirmed(s: Setting, fs: Iterable[Fold], selection: str, count: int, error:
                 added[i] = (p, wrong)
                 used.add(wrong.path)
         c = composition(s, fold, 1, added)
-        t.add(c, evaluate(c), added)
-        # The harm of a wrong face falls on one person: their probe, with and without it.
+        rule = ms.shipped_rule(c.gallery)
+        t.add(c, rule, added)
+        slipped = [x.path for _, x in added] != [x.path for _, x in right]
+        clean = composition(s, fold, 1, right) if slipped else c
+        clean_rule = ms.shipped_rule(clean.gallery) if slipped else rule
+        if error > 0:
+            # How much of the change is the rule's: this gallery under the rule derived
+            # for it without the wrong faces (the e = 0 row's gallery and rule).
+            t.bump("correct_under_the_rule_without_the_wrong_faces", evaluate(c, clean_rule).known_correct)
+        # The harm of a wrong face falls on one person: their probe, with and without it
+        # (each gallery with its own rule).
         victims = sorted({p for p, x in added if p != x.owner})
         if victims:
             probes = [x for p in victims if (x := probe_sighting(s, fold, p)) is not None]
-            clean = composition(s, fold, 1, right)
+            with_it = named(c.gallery, rule, probes)
+            without = named(clean.gallery, clean_rule, probes)
             t.bump("victims", len(probes))
-            t.bump(
-                "victims_correct",
-                sum(n == x.owner for x, n in zip(probes, named(c.gallery, probes), strict=True)),
-            )
+            t.bump("victims_correct", sum(n == x.owner for x, n in zip(probes, with_it, strict=True)))
             t.bump(
                 "victims_correct_without_the_wrong_face",
-                sum(n == x.owner for x, n in zip(probes, named(clean.gallery, probes), strict=True)),
+                sum(n == x.owner for x, n in zip(probes, without, strict=True)),
             )
     return t
 
@@ -372,12 +414,13 @@ def loop(s: Setting, fs: Iterable[Fold], error: float | None, seed: int) -> list
         added: Added = []
         for r in range(ROUNDS + 1):
             c = composition(s, fold, 1, added)
-            rounds[r].add(c, evaluate(c), added)
+            rule = ms.shipped_rule(c.gallery)
+            rounds[r].add(c, rule, added)
             rounds[r].bump("passers_by", len(s.passers))
-            rounds[r].bump("passers_by_named", sum(n is not None for n in named(c.gallery, s.passers)))
+            rounds[r].bump("passers_by_named", sum(n is not None for n in named(c.gallery, rule, s.passers)))
             used = {x.path for _, x in added}
             fresh = [x for x in pool if x.path not in used]
-            decided = named(c.gallery, fresh)
+            decided = named(c.gallery, rule, fresh)
             if r == ROUNDS:
                 break
             if error is None:
@@ -459,8 +502,12 @@ def report(s: Setting, t: Measured) -> dict[str, object]:
                 fmt(f"  round {r} (passers-by named {share:.1%})", c)
                 + f", {c.extra['passers_by_added']} of them passers-by"
             )
+    every = [r for b in base.values() for r in b.rules] + t.jitter.rules
+    every += [r for c in t.confirmed.values() for r in c.rules]
+    every += [r for rounds in t.loops.values() for c in rounds for r in c.rules]
     return {
         "people_in_gallery": t.people,
+        "rules_derived": rule_range(every),
         "people_probed": len(s.people),
         "distractors": len(s.fill),
         "strangers": len(s.strangers),
@@ -527,11 +574,18 @@ def plot(measured: list[Measured], out: Path) -> Path:
         twin.set_ylabel("strangers named (%), dashed; passers-by named (%), dotted")
         bottom.grid(alpha=0.3)
         bottom.legend(fontsize=7, loc="center right")
-    fig.suptitle("Confirmed sightings (1 jitter) added to one enrollment photo (10 jitters), shipped rule")
+    fig.suptitle(
+        "Confirmed sightings (1 jitter) added to one enrollment photo (10 jitters); shipped rule,"
+        f" derived for each gallery from MATCH_FALSE_ACCEPT = {DEFAULT_FALSE_ACCEPT:.0%}"
+    )
     fig.tight_layout()
     path = out / "confirmed_sightings.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    from PIL import Image  # a 256-colour palette: a quarter of the bytes in the repository
+
+    with Image.open(path) as image:
+        image.convert("RGB").quantize(256).save(path, optimize=True)
     return path
 
 
@@ -553,7 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "confirmed_sightings.json"
     doc = {
         "protocol": __doc__,
-        "rule": default_rule().model_dump(),
+        "rule": {
+            "derived": "for each gallery matched against: recognizer.calibration.calibrated_rule"
+            "(gallery, false_accept_target, aggregation, cohort); per condition under 'rule'",
+            "false_accept_target": DEFAULT_FALSE_ACCEPT,
+            "aggregation": default_rule().aggregation,
+            "cohort": default_rule().cohort,
+        },
         "enroll_num_jitters": m.ENROLL_JITTERS,
         "sighting_num_jitters": 1,
         "lookalike_threshold": LOOKALIKE,

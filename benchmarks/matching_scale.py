@@ -49,8 +49,9 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks import matching as m
-from recognizer.calibration import calibrated_rule
+from recognizer.calibration import DEFAULT_FALSE_ACCEPT, calibrated_rule
 from recognizer.gallery import Gallery, default_rule
+from schemas.events import MatchRule
 
 Vector = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.floating]
@@ -163,6 +164,15 @@ def gallery_of(people: list[str], faces: list[tuple[str, str, Vector]]) -> Galle
     for pid, face_id, encoding in faces:
         gallery.add_face(pid, face_id, encoding)
     return gallery
+
+
+def shipped_rule(gallery: Gallery) -> MatchRule:
+    """The rule the recognizers apply to ``gallery`` as it is, by default: tolerance and
+    margin derived for it from ``MATCH_FALSE_ACCEPT``'s default (``DEFAULT_FALSE_ACCEPT``),
+    with ``default_rule()``'s aggregation and cohort. Deterministic for a gallery; it costs
+    up to about a second at 2,800 people, so derive it once per gallery."""
+    base = default_rule()
+    return calibrated_rule(gallery, DEFAULT_FALSE_ACCEPT, base.aggregation, base.cohort)
 
 
 @dataclass(frozen=True)

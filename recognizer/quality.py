@@ -36,25 +36,26 @@ Severity = Literal["refuse", "flag"]
 # --- the limits (docs/MATCHING.md, "Enrollment quality", has the figures) ---------------
 
 # Chosen on lfw-dev with one template per person in the 285-person gallery (k = 1) and
-# the shipped rule, where a full-size, sharp, frontal template names 76-78% of the
-# person's other photos. Refuse: the template names under half of that, or starts giving
-# the person's photos to somebody else. Flag: it names clearly fewer (4-26 points), or
-# the evidence is thinner; the person can still be recognised, a better photo would do
-# more. The figures: docs/MATCHING.md, "Enrollment quality".
+# the shipped rule (derived for that gallery from MATCH_FALSE_ACCEPT=1%: tolerance 0.60,
+# margin 0.15), where a full-size, sharp, frontal template names 61-65% of the person's
+# other photos. Refuse: the template names under half of that, or starts giving the
+# person's photos to somebody else. Flag: it names clearly fewer (5-29 points), or the
+# evidence is thinner; the person can still be recognised, a better photo would do more.
+# The figures: docs/MATCHING.md, "Enrollment quality".
 
 #: Face box height, in pixels of the array the face is encoded from. Templates from
-#: 62 px and up name as many as full-size ones (107 px); 52 px boxes lose 4 points, the
-#: detector's smallest boxes (36 px) 10, and a 20 px face (which the shipped detector
-#: does not even find) 47: refused, for boxes that come from elsewhere.
+#: 60 px up name as many as full-size ones (63.1-63.4% by box bin); 52 px boxes lose 4.6
+#: points, the detector's smallest boxes (36 px) 6-17, and a 20 px face (which the
+#: shipped detector does not even find) 46: refused, for boxes that come from elsewhere.
 MIN_HEIGHT_REFUSE = 30
 MIN_HEIGHT_FLAG = 60
-#: :func:`sharpness`. From 2 up templates name 75-77%; 1.5-2 loses 9 points, 1-1.5 16;
-#: under 1 (a blur of sigma about 2% of the face's height) they name 38% or fewer and
-#: give 2-3% of the person's photos to somebody else (0.5% when sharp). Natural photos
-#: under 2: 4% of lfw-dev's; under 1: 0.3%.
+#: :func:`sharpness`. From 2 up templates name 61-65%; 1.5-2 names 54%, 1-1.5 46%;
+#: under 1 (a blur of sigma about 2% of the face's height) they name 24% or fewer, under
+#: half (and give 0.3-0.6% of the person's photos to somebody else, 0.0-0.3% when sharp).
+#: Natural photos under 2: 4% of lfw-dev's; under 1: 0.3%.
 MIN_SHARPNESS_REFUSE = 1.0
 MIN_SHARPNESS_FLAG = 2.0
-#: |:func:`yaw`|. Flat (75-77%) up to 0.6, 72% at 0.6-0.75, 50% over 0.75 (33 of about
+#: |:func:`yaw`|. Flat (59-63%) up to 0.6, 57% at 0.6-0.75, 34% over 0.75 (33 of about
 #: 1,400 photos, 2%). Flagged, never refused: no wrong names, and a turned photo beside a
 #: frontal one can help with turned probes.
 MAX_YAW_FLAG = 0.75
