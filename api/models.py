@@ -325,6 +325,24 @@ class AssignPublic(_Public):
     skipped: int = Field(description="Faces passed over: no longer unknown, or no stored encoding.")
 
 
+class FaceConfirm(BaseModel):
+    """Confirm a face of a result: as the person it names (no ``person_id``) or as ``person_id``."""
+
+    person_id: uuid.UUID | None = Field(
+        default=None, description="Who the face is: a correction, or a name for an unknown face."
+    )
+
+
+class FaceConfirmedPublic(EnrolledFacePublic):
+    image_id: uuid.UUID
+    face_index: int
+    enrolled: bool = Field(description="Enrolled now (FaceEnrolled); false when an earlier call did.")
+    was_named: uuid.UUID | None = Field(
+        description="The other person the result named the face as (a correction); null otherwise."
+    )
+    rematched: bool = Field(description="The image was asked to be matched again (RematchRequested).")
+
+
 # ------------------------------------------------------------ verification and detection
 
 

@@ -391,6 +391,23 @@ async def faces_for_review(pool: asyncpg.Pool, keys: list[tuple[uuid.UUID, int]]
     )
 
 
+async def stored_face(pool: asyncpg.Pool, image_id: uuid.UUID, index: int) -> asyncpg.Record | None:
+    """Face ``index`` of the image's current run, as :func:`faces_for_review` gives a face, with
+    the person its result names (``person_id``, null for unknown) and whether the image
+    exists. None: no such image; ``face_index`` null: the image has no such face;
+    ``encoding`` null: not stored (erased, or never kept)."""
+    return await pool.fetchrow(
+        """
+        SELECT i.id AS image, f.image_id, f.face_index, f.box_top, f.box_right, f.box_bottom, f.box_left,
+               f.encoding, f.person_id, f.distance, f.seen_at, i.camera, i.filename, i.sha256, i.model
+        FROM images i LEFT JOIN faces f ON f.image_id = i.id AND f.run = i.run AND f.face_index = $2
+        WHERE i.id = $1
+        """,
+        image_id,
+        index,
+    )
+
+
 async def unknown_encodings(pool: asyncpg.Pool, batch: int = 5000) -> AsyncIterator[list[asyncpg.Record]]:
     """Every stored unknown face's (image_id, encoding), ``batch`` rows at a time, through a
     server-side cursor: memory holds one batch whatever the table's size."""

@@ -17,10 +17,12 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 
-from api import imaging, queries, renderings
+from api import imaging, queries, renderings, sightings
 from api.deps import OutagesDep, PoolDep, PublisherDep
 from api.models import (
     RERUN_MAX,
+    FaceConfirm,
+    FaceConfirmedPublic,
     ImageErasedPublic,
     ImagePublic,
     ImagesPublic,
@@ -115,6 +117,69 @@ async def face_crop(
     """A square JPEG crop around one face of the image's latest run (160 pixels); made once, then cached.
     404 if the image, its bytes or the face are not there."""
     return _jpeg(await renderings.get(pool, image_id, imaging.Kind.face(index)))
+
+
+@router.post(
+    "/{image_id}/faces/{index}/confirm", status_code=status.HTTP_201_CREATED, dependencies=[require("enroll")]
+)
+async def confirm_face(
+    image_id: uuid.UUID,
+    index: Annotated[int, Path(ge=0, le=10_000, description="The face's index.")],
+    pool: PoolDep,
+    publisher: PublisherDep,
+    body: Annotated[FaceConfirm | None, Body()] = None,
+) -> FaceConfirmedPublic:
+    """An operator vouches for one face of the image's latest run: it is enrolled, from the
+    encoding its recognizer stored, for the person its result names, or for ``person_id``
+    (docs/MATCHING.md, "Confirmed sightings": a confirmed sighting is worth an enrollment
+    photo).
+
+    With ``person_id`` other than the name shown (a correction, or a name for an unknown
+    face) the image is then matched again (``RematchRequested``), so that it shows the new
+    name; ``was_named`` gives the person the result named instead. A retry is safe: the
+    enrolled face's id derives from (person, image, face), and a repeat answers the same
+    face with ``enrolled`` false. 404 no such image, face or person; 409 the face has no
+    stored encoding, or is unknown and no ``person_id`` is given; 503 if the broker does
+    not acknowledge (nothing is enrolled).
+    """
+    face = await queries.stored_face(pool, image_id, index)
+    if face is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image with id {image_id}")
+    if face["face_index"] is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} has no face {index}")
+    if face["encoding"] is None or face["model"] is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"face {index} of image {image_id} has no stored encoding (erased, or never kept): "
+            "enroll a photo of the person instead",
+        )
+    asked = body.person_id if body is not None else None
+    try:
+        plan = sightings.plan_confirmation(face["person_id"], asked)
+    except sightings.NotNamed as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"face {index} of image {image_id}: {exc}") from None
+    if asked is not None and not await queries.person_exists(pool, asked):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no person with id {asked}")
+    try:
+        face_id, row, delivered = await sightings.enroll(pool, publisher, plan.person_id, face)
+    except asyncpg.ForeignKeyViolationError:  # erased meanwhile
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no person with id {plan.person_id}") from None
+    if row is None:  # a retry: the face an earlier call enrolled
+        row = await pool.fetchrow("SELECT * FROM person_faces WHERE id = $1", face_id)
+        if row is None:  # removed between the two statements: the client may try again
+            raise HTTPException(status.HTTP_409_CONFLICT, f"face {face_id} was removed meanwhile: try again")
+    if plan.rematch:
+        # After the new face, if there is one: the recognizers wait until their gallery holds it.
+        version = delivered.offset + 1 if delivered is not None else 0
+        await sightings.rematch(pool, publisher, [image_id], version, f"confirmed as {plan.person_id}")
+    return FaceConfirmedPublic(
+        **queries.enrolled_face(row).model_dump(),
+        image_id=image_id,
+        face_index=index,
+        enrolled=delivered is not None,
+        was_named=plan.was_named,
+        rematched=plan.rematch,
+    )
 
 
 def _jpeg(content: bytes) -> Response:

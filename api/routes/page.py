@@ -398,12 +398,29 @@ def _faces_list(image: ImagePublic, people: PeoplePublic | None) -> str:
                 "data-then='reload'>New</button>"
                 "</form>"
             )
+        elif people is not None:
+            name_it = _confirm_controls(image.id, f, choices)
         items.append(
             f"<li data-index='{f.index}'><img class='crop' loading='lazy' alt='' "
             f"src='/v1/images/{image.id}/faces/{f.index}/crop' onerror=\"this.classList.add('missing')\"> "
             f"#{f.index}: {who}{distance}{name_it}</li>"
         )
     return f"<ul id='faces'>{''.join(items)}</ul>"
+
+
+def _confirm_controls(image_id: uuid.UUID, f: FacePublic, choices: str) -> str:
+    """A named face's controls: confirm the name (the face is enrolled for that person), or
+    correct it to another (enrolled for them, and the image matched again)."""
+    call = f"/v1/images/{image_id}/faces/{f.index}/confirm"
+    return (
+        "<form class='actions confirm' data-messages>"
+        f"<button class='confirm-face' data-call='{call}' "
+        "data-done='Confirmed: the face is enrolled for this person.'>Confirm</button>"
+        f"<select name='person_id'><option value=''>this is…</option>{choices}</select>"
+        f"<button class='correct-face' data-call='{call}' data-field='person_id' "
+        "data-done='Corrected; the image is being matched again.' data-then='reload'>Correct</button>"
+        "</form>"
+    )
 
 
 # --------------------------------------------------------------------------- people

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api import gallery, imaging, queries, renderings, review
+from api import gallery, queries, review, sightings
 from api.deps import PoolDep, PublisherDep, SettingsDep
 from api.models import (
     AssignPublic,
@@ -27,18 +27,12 @@ from api.models import (
     ReviewGroupsPublic,
 )
 from common.auth import require
-from common.publisher import Publisher
-from schemas.encoding import unpack
-from schemas.envelope import utcnow
-from schemas.events import Box, FaceToMatch, ModelInfo, RematchRequested
-from schemas.topics import RECOGNIZE
+from schemas.events import Box
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
 #: Faces of one group listed in an answer (the group's size is given whole).
 FACES_SHOWN = 24
-#: Images whose re-match requests are built at once (each reads its faces' encodings).
-_REMATCH_BATCH = 100
 
 
 @router.get("/groups", dependencies=[require("query")])
@@ -122,21 +116,8 @@ async def assign(
     last_offset = -1
     enrolled = 0
     for i in chosen:
-        r = rows[i]
-        crop = await _crop(pool, r["image_id"], r["face_index"])
-        face = gallery.NewFace(
-            encoding=unpack(r["encoding"]),
-            model=ModelInfo.model_validate(r["model"]),
-            box=Box(top=r["box_top"], right=r["box_right"], bottom=r["box_bottom"], left=r["box_left"]),
-            crop=crop,
-            source_sha256=r["sha256"],
-            filename=r["filename"],
-            source_image_id=r["image_id"],
-            source_face_index=r["face_index"],
-        )
-        face_id = uuid.uuid5(person_id, f"{r['image_id']}:{r['face_index']}")
         try:
-            row, delivered = await gallery.enroll_face(pool, publisher, person_id, face_id, face)
+            _, row, delivered = await sightings.enroll(pool, publisher, person_id, rows[i])
         except asyncpg.ForeignKeyViolationError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no person with id {person_id}") from None
         if delivered is not None:
@@ -144,20 +125,12 @@ async def assign(
         enrolled += row is not None
     # last_offset stays -1 on a retry whose faces the first call enrolled: no wait is asked.
     images = {r["image_id"] for r in rows} | await _near_images(pool, matrix, settings.review_radius)
-    rematched = await _rematch(
+    rematched = await sightings.rematch(
         pool, publisher, sorted(images), last_offset + 1, f"review: named as {person_id}"
     )
     return AssignPublic(
         person_id=person_id, enrolled=enrolled, rematched=rematched, skipped=len(keys) - len(rows)
     )
-
-
-async def _crop(pool: asyncpg.Pool, image_id: uuid.UUID, index: int) -> bytes | None:
-    """The face's crop (cached, or made now); None when the image's bytes are gone."""
-    try:
-        return await renderings.get(pool, image_id, imaging.Kind.face(index))
-    except HTTPException:
-        return None
 
 
 async def _near_images(pool: asyncpg.Pool, probes: review.Matrix, radius: float) -> set[uuid.UUID]:
@@ -169,47 +142,3 @@ async def _near_images(pool: asyncpg.Pool, probes: review.Matrix, radius: float)
         hits = await asyncio.to_thread(review.near, matrix, probes, radius)
         found.update(batch[i]["image_id"] for i in hits.nonzero()[0])
     return found
-
-
-async def _rematch(
-    pool: asyncpg.Pool, publisher: Publisher, image_ids: list[uuid.UUID], gallery_version: int, reason: str
-) -> int:
-    """Ask the recognizers to match these images again (their current run + 1); how many were asked."""
-    asked = 0
-    for start in range(0, len(image_ids), _REMATCH_BATCH):
-        sources = await queries.rematch_sources(pool, image_ids[start : start + _REMATCH_BATCH])
-        events = [_rematch_event(image, faces, gallery_version, reason) for image, faces in sources]
-        await asyncio.gather(
-            *(publisher.publish_event(RECOGNIZE, e.image_id, e) for e in events if e is not None)
-        )
-        asked += sum(e is not None for e in events)
-    return asked
-
-
-def _rematch_event(
-    image: asyncpg.Record, faces: list[asyncpg.Record], gallery_version: int, reason: str
-) -> RematchRequested | None:
-    """The re-match of one image from its stored result; None if it has none to match again
-    (its result is gone, or it has no model or size recorded)."""
-    if not faces or image["model"] is None or not image["width"] or not image["height"]:
-        return None
-    model: dict[str, Any] = image["model"]
-    return RematchRequested(
-        image_id=str(image["id"]),
-        run=image["run"] + 1,
-        faces=[
-            FaceToMatch(
-                index=f["face_index"],
-                box=Box(top=f["box_top"], right=f["box_right"], bottom=f["box_bottom"], left=f["box_left"]),
-                encoding=unpack(f["encoding"]) if f["encoding"] is not None else None,
-            )
-            for f in faces
-        ],
-        width=image["width"],
-        height=image["height"],
-        gallery_version=max(0, gallery_version),
-        model=ModelInfo.model_validate(model),
-        submitted_at=image["submitted_at"],
-        requested_at=utcnow(),
-        reason=reason,
-    )

@@ -1,9 +1,10 @@
 """The operator's pages in a real browser, on real photos through the whole platform.
 
 An operator logs in (HTTP Basic, the key as password), filters the results list, sees
-the thumbnails load, opens an image from its row and finds the enrolled person's box and
-name over the photo; then names a group of unknown faces on the review page as a new
-person and sees the earlier images named, without uploading anything again.
+the thumbnails load, opens an image from its row, finds the enrolled person's box and
+name over the photo and confirms that face (the person has one more enrolled face); then
+names a group of unknown faces on the review page as a new person and sees the earlier
+images named, without uploading anything again.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def operator(new_context: NewContext, base_url: str, api_key: ApiKey) -> Page:
     return new_context(api_key("query", "submit", "enroll"), base_url).new_page()
 
 
-def test_an_image_reached_from_its_row_shows_the_enrolled_persons_box_and_name(
+def test_an_image_reached_from_its_row_shows_the_enrolled_persons_box_and_name_to_confirm(
     operator: Page, platform: Platform, faces_dir: Path, tmp_path: Path
 ) -> None:
     photos = _identity(faces_dir, 0)
@@ -118,6 +119,15 @@ def test_an_image_reached_from_its_row_shows_the_enrolled_persons_box_and_name(
             # The rule that named the face: derived from the stated false-accept rate.
             rule = operator.locator("table.info tr", has_text="rule")
             expect(rule).to_contain_text("derived for a stated false-accept rate of 1.00%")
+
+            # Confirming the named face enrolls it for the person: one more face on their page.
+            named = operator.locator("#faces li", has=operator.locator(f"a[href='/people/{person}']"))
+            named.first.locator("button.confirm-face").click()
+            expect(named.first.locator(".message:not(.error)")).to_contain_text("Confirmed")
+            operator.goto(f"/people/{person}")
+            cards = operator.locator("#enrolled .card")
+            expect(cards).to_have_count(3)
+            expect(operator.locator(f"#enrolled .card a[href='/images/{image_id}']")).to_have_count(1)
 
             operator.goto("/?status=bogus")
             expect(operator.locator("#error")).to_contain_text("status")

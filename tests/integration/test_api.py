@@ -1112,3 +1112,133 @@ async def test_review_groups_unknown_faces_and_naming_one_enrolls_and_asks_for_r
         },
     )
     assert both.status_code == 422
+
+
+# ---------------------------------------------------------------- confirmed sightings
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def new_person(client, forget) -> Callable[[str], Awaitable[uuid.UUID]]:
+    """People created through the API (so on the gallery topic); tombstoned afterwards."""
+
+    async def make(name: str) -> uuid.UUID:
+        r = await client.post("/v1/people", json={"name": name})
+        assert r.status_code == 201, r.text
+        person_id = uuid.UUID(r.json()["id"])
+        forget(person_id)
+        return person_id
+
+    return make
+
+
+async def _sighting(faces_dir: Path) -> tuple[bytes, tuple[int, int, int, int]]:
+    """A face's stored encoding and box, as a recognizer stores them."""
+    from schemas.encoding import pack
+
+    found = await asyncio.to_thread(_found, (faces_dir / "sample/examples/biden.jpg").read_bytes())
+    return pack(found[0].encoding), _box(found[0])
+
+
+async def test_confirming_a_named_face_enrolls_its_stored_encoding_once(
+    client, tail, seed_image, new_person, db, faces_dir: Path
+):
+    from schemas.encoding import unpack
+
+    encoding, box = await _sighting(faces_dir)
+    person = await new_person("Confirmed Biden")
+    image_id = await seed_image(
+        faces=((person, "Confirmed Biden"),), encodings=(encoding,), boxes=(box,), model=MODEL
+    )
+    gallery = tail(GALLERY)
+
+    r = await client.post(f"/v1/images/{image_id}/faces/0/confirm")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    face_id = uuid.uuid5(person, f"{image_id}:0")
+    assert body["face_id"] == str(face_id)
+    assert body["person_id"] == str(person)
+    assert (body["image_id"], body["face_index"]) == (str(image_id), 0)
+    assert body["source_image_id"] == str(image_id)
+    assert body["enrolled"] is True
+    assert body["was_named"] is None
+    assert body["rematched"] is False
+    enrolled = await gallery.find(face_key(str(person), str(face_id)))
+    assert isinstance(enrolled.data, FaceEnrolled)
+    assert enrolled.data.encoding == floats(unpack(encoding))
+    row = await db.fetchrow("SELECT * FROM person_faces WHERE id = $1", face_id)
+    assert (row["person_id"], row["source_image_id"], row["source_face_index"]) == (person, image_id, 0)
+
+    again = await client.post(f"/v1/images/{image_id}/faces/0/confirm", json={})
+    assert again.status_code == 201, again.text
+    assert again.json()["face_id"] == str(face_id)
+    assert again.json()["enrolled"] is False
+    detail = (await client.get(f"/v1/people/{person}")).json()
+    assert [f["face_id"] for f in detail["faces"]] == [str(face_id)]
+
+
+async def test_confirming_a_face_as_another_person_enrolls_it_for_them_and_matches_the_image_again(
+    client, tail, seed_image, new_person, db, faces_dir: Path
+):
+    from schemas.topics import RECOGNIZE
+
+    encoding, box = await _sighting(faces_dir)
+    wrong, right = await new_person("Named by mistake"), await new_person("Corrected Biden")
+    named = await seed_image(
+        faces=((wrong, "Named by mistake"),), encodings=(encoding,), boxes=(box,), model=MODEL
+    )
+    unknown = await seed_image(
+        status="unresolved", faces=((None, None),), encodings=(encoding,), boxes=(box,), model=MODEL
+    )
+    gallery, recognize = tail(GALLERY), tail(RECOGNIZE)
+
+    r = await client.post(f"/v1/images/{named}/faces/0/confirm", json={"person_id": str(right)})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    face_id = uuid.uuid5(right, f"{named}:0")
+    assert (body["person_id"], body["face_id"]) == (str(right), str(face_id))
+    assert body["was_named"] == str(wrong)
+    assert body["enrolled"] is True
+    assert body["rematched"] is True
+    enrolled = await gallery.find(face_key(str(right), str(face_id)))
+    rematch = await recognize.find(str(named))
+    assert rematch.type == "facestream.rematch.requested"
+    assert rematch.data.run == 1
+    assert rematch.data.faces[0].encoding is not None
+    # The recognizers match it again only once their gallery holds the new face.
+    assert rematch.data.gallery_version > 0
+    assert enrolled.data.face_id == str(face_id)
+    assert await db.fetchval("SELECT count(*) FROM person_faces WHERE person_id = $1", wrong) == 0
+
+    # An unknown face is named the same way, without a "was named".
+    r = await client.post(f"/v1/images/{unknown}/faces/0/confirm", json={"person_id": str(right)})
+    assert r.status_code == 201, r.text
+    assert (r.json()["was_named"], r.json()["rematched"]) == (None, True)
+    assert (await recognize.find(str(unknown))).data.run == 1
+
+
+async def test_confirming_what_cannot_be_confirmed_says_why(client, seed_image, new_person, faces_dir: Path):
+    encoding, box = await _sighting(faces_dir)
+    person = await new_person("Confirm refusals")
+    unknown = await seed_image(
+        status="unresolved", faces=((None, None),), encodings=(encoding,), boxes=(box,), model=MODEL
+    )
+    r = await client.post(f"/v1/images/{unknown}/faces/0/confirm")
+    assert r.status_code == 409
+    assert "name it with person_id" in r.json()["detail"]
+    without_encoding = await seed_image(faces=((person, "Confirm refusals"),), model=MODEL)
+    r = await client.post(f"/v1/images/{without_encoding}/faces/0/confirm")
+    assert r.status_code == 409
+    assert "no stored encoding" in r.json()["detail"]
+
+    named = await seed_image(
+        faces=((person, "Confirm refusals"),), encodings=(encoding,), boxes=(box,), model=MODEL
+    )
+    for url, body, detail in (
+        (f"/v1/images/{uuid.uuid4()}/faces/0/confirm", None, "no image with id"),
+        (f"/v1/images/{named}/faces/3/confirm", None, "has no face 3"),
+        (f"/v1/images/{named}/faces/0/confirm", {"person_id": str(uuid.uuid4())}, "no person with id"),
+    ):
+        r = await client.post(url, json=body)
+        assert r.status_code == 404, (url, r.text)
+        assert detail in r.json()["detail"]
+    assert (await client.get(f"/v1/people/{person}")).json()["faces"] == []

@@ -46,6 +46,7 @@ API_ENDPOINTS = [
     ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/thumbnail", "query"),
     ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/preview", "query"),
     ("GET", "/v1/images/00000000-0000-4000-8000-000000000000/faces/0/crop", "query"),
+    ("POST", f"/v1/images/{P}/faces/0/confirm", "enroll"),
     ("PATCH", "/v1/people/00000000-0000-4000-8000-000000000000", "enroll"),
     ("DELETE", f"/v1/people/{P}/faces/{P}", "enroll"),
     ("GET", f"/v1/people/{P}/faces/{P}/crop", "query"),

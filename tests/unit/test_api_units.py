@@ -13,8 +13,18 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api.models import FacePublic, ImagePublic, ImagesPublic, ImageStatus, PersonCreate, storable_filename
-from api.routes.page import _images_table, _photo, _rule
+from api import sightings
+from api.models import (
+    FacePublic,
+    ImagePublic,
+    ImagesPublic,
+    ImageStatus,
+    PeoplePublic,
+    PersonCreate,
+    PersonPublic,
+    storable_filename,
+)
+from api.routes.page import _faces_list, _images_table, _photo, _rule
 from schemas.events import Box
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,3 +148,38 @@ def test_the_image_page_says_which_rule_named_the_faces() -> None:
         "tolerance 0.550, margin 0.160: derived for a stated false-accept rate of 1.00% with 60 people"
         " enrolled (estimated 0.97%, &lt;model&gt;)"
     )
+
+
+def test_confirming_a_face_enrolls_it_for_its_name_or_the_one_given() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    assert sightings.plan_confirmation(a, None) == sightings.Confirmation(a, was_named=None, rematch=False)
+    assert sightings.plan_confirmation(a, a) == sightings.Confirmation(a, was_named=None, rematch=False)
+    assert sightings.plan_confirmation(a, b) == sightings.Confirmation(b, was_named=a, rematch=True)
+    assert sightings.plan_confirmation(None, b) == sightings.Confirmation(b, was_named=None, rematch=True)
+    with pytest.raises(sightings.NotNamed, match="name it with person_id"):
+        sightings.plan_confirmation(None, None)
+
+
+def test_a_confirmed_face_has_the_same_id_however_it_is_named() -> None:
+    person, image = uuid.uuid4(), uuid.uuid4()
+    assert sightings.face_id(person, image, 2) == uuid.uuid5(person, f"{image}:2")  # as review names it
+    assert sightings.face_id(person, image, 2) != sightings.face_id(uuid.uuid4(), image, 2)
+    assert sightings.face_id(person, image, 2) != sightings.face_id(person, image, 3)
+
+
+def test_a_named_face_offers_confirm_and_correct_only_to_a_key_that_may_enroll() -> None:
+    person = PersonPublic(
+        id=uuid.uuid4(), name="Ann", face_count=1, created_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    box = Box(top=0, right=1, bottom=1, left=0)
+    named = FacePublic(index=0, box=box, person_id=person.id, person_name="Ann", distance=0.3)
+    unknown = FacePublic(index=1, box=box, person_id=None, person_name=None, distance=None)
+    image = image_public([named, unknown])
+    html = _faces_list(image, PeoplePublic(data=[person], count=1))
+    confirm = f"/v1/images/{image.id}/faces/0/confirm"
+    assert f"<button class='confirm-face' data-call='{confirm}'" in html
+    assert f"<button class='correct-face' data-call='{confirm}' data-field='person_id'" in html
+    assert f"<option value='{person.id}'>Ann</option>" in html
+    assert f"/v1/images/{image.id}/faces/1/confirm" not in html  # unknown: named in review
+    assert html.count("data-call='/v1/review/assign'") == 2
+    assert "confirm" not in _faces_list(image, None)
