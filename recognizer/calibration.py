@@ -45,6 +45,11 @@ DEFAULT_FALSE_ACCEPT = 0.01
 MIN_TOLERANCE, MAX_TOLERANCE, MAX_MARGIN, STEP = 0.30, 0.60, 0.20, 0.005
 #: The leave-one-out faces are used once they expect at least this many named strangers.
 LOO_EVENTS = 10
+#: A face nearer than this to another enrolled person is taken for that person enrolled
+#: again, and left out of the strangers (lfw-dev and lfw-distractors: the nearest two
+#: different people's faces come is 0.34, apart from three pairs under 0.24 that are one
+#: person twice).
+DUPLICATE_DISTANCE = 0.3
 #: Faces used as leave-one-out strangers at most (evenly spread over the gallery): the
 #: estimate's cost is this many rows of person distances.
 MAX_PROBES = 2000
@@ -146,6 +151,12 @@ def impostors(gallery: Gallery, aggregation: str, cohort: int, max_probes: int =
             variances.append(np.nanvar(live, axis=1, ddof=1))
     near_all = np.vstack(nearest).astype(np.float64)
     m, v = np.concatenate(means), np.concatenate(variances)
+    # A face this near another enrolled person is that person enrolled twice (the same
+    # photo under two names, a look-alike test entry), not a stranger: it says nothing of
+    # how near strangers come, and its one near-zero distance would swell its row's spread.
+    alike = near_all[:, 0] < DUPLICATE_DISTANCE
+    if alike.any() and not alike.all():
+        near_all, m, v = near_all[~alike], m[~alike], v[~alike]
     others = people - 1
     if people < MIN_PEOPLE or not np.all(np.isfinite(v)) or np.any(v <= 0):
         return Impostors(people, near_all, PRIOR_MEAN, PRIOR_PROBE_SD, PRIOR_RESIDUAL_SD, MIN_SCALE_SPREAD)

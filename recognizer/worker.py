@@ -210,6 +210,7 @@ def serve(conn: Connection, ready: Callable[[], object], settings: RecognizerSet
     rules, cfg = settings.rules(), settings.detection()
     feed.load()
     log.info("%s: gallery loaded (%d faces, version %d)", name, len(gallery), gallery.version)
+    metrics.observe_rule(rules.rule(gallery))  # the rule is on /metrics before the first image
     ready()
     try:
         while True:

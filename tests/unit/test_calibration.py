@@ -162,3 +162,19 @@ def test_a_very_large_gallery_derives_again_only_after_a_real_change() -> None:
     for i in range(3):  # 4 faces in 31: enough
         g.add_face("p1", f"p1-extra-{i}", np.zeros(DIM))
     assert source.rule(g) is not second
+
+
+def test_a_person_enrolled_twice_is_not_taken_for_a_stranger() -> None:
+    """The same face under two names (a test entry, a duplicate enrollment) is one person
+    twice, not a stranger who came within a hair of somebody: it must not make the rule
+    stricter for everybody."""
+    g, _ = population(80, 1, seed=21)
+    alone = cal.calibrated_rule(g, 0.01, "centroid", 5)
+    faces, _ = g.faces(80)
+    for i in range(0, 80, 4):  # every fourth person enrolled again under another name
+        g.add_face(f"again{i}", f"again{i}", faces[i] + 0.001)
+    twice = cal.calibrated_rule(g, 0.01, "centroid", 5)
+    probes = strangers(4000, seed=22)
+    assert named(g, probes, twice) >= named(g, probes, alone) / 2
+    assert abs(twice.tolerance - alone.tolerance) <= 0.05
+    assert abs(twice.margin - alone.margin) <= 0.03
