@@ -609,13 +609,7 @@ def plot(panels: list[Panel], out: Path) -> Path:
     )
     fig.tight_layout()
     path = out / "enroll_quality.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    from PIL import Image  # a 256-colour palette: a quarter of the bytes in the repository
-
-    with Image.open(path) as image:
-        image.convert("RGB").quantize(256).save(path, optimize=True)
-    return path
+    return m.save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

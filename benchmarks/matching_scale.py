@@ -453,13 +453,7 @@ def plot(results: list[Result], out: Path) -> Path:
         bottom.legend(fontsize=7)
     fig.tight_layout()
     path = out / "matching-scale.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    from PIL import Image  # a 256-colour palette: a quarter of the bytes in the repository
-
-    with Image.open(path) as image:
-        image.convert("RGB").quantize(256).save(path, optimize=True)
-    return path
+    return m.save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,9 +40,10 @@ Floats = npt.NDArray[np.float64]
 
 #: ``MATCH_FALSE_ACCEPT``'s default: about 1 stranger's face in 100 may be named.
 DEFAULT_FALSE_ACCEPT = 0.01
-#: The rules searched: tolerances up to this, margins up to ``MAX_MARGIN``, by ``STEP``
-#: (distance units). Known faces' distances rarely exceed 0.6 (docs/MATCHING.md).
-MIN_TOLERANCE, MAX_TOLERANCE, MAX_MARGIN, STEP = 0.30, 0.60, 0.20, 0.005
+#: The rules searched: tolerances up to ``MAX_TOLERANCE`` (the fixed rule's), margins up
+#: to ``MAX_MARGIN``, by ``STEP`` (distance units). Above 0.50 look-alike strangers come
+#: faster than known faces, and the model is least sure of them (docs/MATCHING.md).
+MIN_TOLERANCE, MAX_TOLERANCE, MAX_MARGIN, STEP = 0.30, 0.50, 0.20, 0.005
 #: The leave-one-out faces are used once they expect at least this many named strangers.
 LOO_EVENTS = 10
 #: A face nearer than this to another enrolled person is taken for that person enrolled

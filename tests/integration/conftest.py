@@ -11,7 +11,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
@@ -149,6 +149,23 @@ async def forget(db: asyncpg.Connection, kafka_bootstrap: str) -> AsyncIterator[
         keys.append(person_key(str(person_id)))
     await asyncio.to_thread(_tombstone, kafka_bootstrap, keys)
     await db.execute("DELETE FROM people WHERE id = ANY($1::uuid[])", people)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def new_person(
+    client: httpx.AsyncClient, forget: Callable[[uuid.UUID], None]
+) -> Callable[[str], Awaitable[uuid.UUID]]:
+    """Create people through the API (so on the gallery topic); afterwards they leave the
+    shared gallery (``forget``)."""
+
+    async def make(name: str) -> uuid.UUID:
+        r = await client.post("/v1/people", json={"name": name})
+        assert r.status_code == 201, r.text
+        person_id = uuid.UUID(r.json()["id"])
+        forget(person_id)
+        return person_id
+
+    return make
 
 
 def _tombstone(bootstrap: str, keys: list[str]) -> None:

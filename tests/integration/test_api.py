@@ -1117,20 +1117,6 @@ async def test_review_groups_unknown_faces_and_naming_one_enrolls_and_asks_for_r
 # ---------------------------------------------------------------- confirmed sightings
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def new_person(client, forget) -> Callable[[str], Awaitable[uuid.UUID]]:
-    """People created through the API (so on the gallery topic); tombstoned afterwards."""
-
-    async def make(name: str) -> uuid.UUID:
-        r = await client.post("/v1/people", json={"name": name})
-        assert r.status_code == 201, r.text
-        person_id = uuid.UUID(r.json()["id"])
-        forget(person_id)
-        return person_id
-
-    return make
-
-
 async def _sighting(faces_dir: Path) -> tuple[bytes, tuple[int, int, int, int]]:
     """A face's stored encoding and box, as a recognizer stores them."""
     from schemas.encoding import pack

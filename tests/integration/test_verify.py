@@ -36,22 +36,6 @@ def photo(faces_dir: Path) -> Callable[[str], bytes]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def new_person(
-    client: httpx.AsyncClient, forget: Callable[[uuid.UUID], None]
-) -> Callable[[str], Awaitable[uuid.UUID]]:
-    """Enroll people through the API; afterwards they leave the shared gallery (``forget``)."""
-
-    async def make(name: str) -> uuid.UUID:
-        r = await client.post("/v1/people", json={"name": name})
-        assert r.status_code == 201, r.text
-        person_id = uuid.UUID(r.json()["id"])
-        forget(person_id)
-        return person_id
-
-    return make
-
-
-@pytest_asyncio.fixture(loop_scope="module")
 async def new_key(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> AsyncIterator[Callable[..., Awaitable[str]]]:
