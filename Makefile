@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CODE := ingest stream recognizer api notify schemas common cli benchmarks tests scripts
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint typecheck unit integration e2e browser faults k8s-check demo screenshots bench bench-full bench-matching kafka postgres schemas clean
+.PHONY: help install up down test lint typecheck unit integration e2e browser faults containers k8s-check demo screenshots bench bench-full bench-matching kafka postgres schemas clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,7 @@ down: ## stop every service, Kafka and PostgreSQL
 
 test: install lint typecheck ## the whole gate: ruff, mypy, then every test (starts its own broker and database)
 	@bash scripts/pytest.sh tests/unit tests/deploy tests/integration tests/e2e tests/browser tests/faults
+	@bash scripts/pytest.sh tests/containers
 
 unit: install ## unit tests only (no network)
 	@bash scripts/pytest.sh tests/unit
@@ -45,6 +46,9 @@ k8s-check: install ## validate deploy/ offline: Kubernetes overlays, compose, Pr
 
 browser: install ## real-browser tests: Debian's headless chromium through Playwright, nothing leaves loopback
 	@bash scripts/pytest.sh tests/browser
+
+containers: install ## the image and the compose stack under podman, and testcontainers on podman's socket (a session of its own)
+	@bash scripts/pytest.sh tests/containers
 
 faults: install ## fault injection: kill, stop and restart the broker, database and services while images flow
 	@bash scripts/pytest.sh -s tests/faults

@@ -76,11 +76,18 @@ def _pages(quick: bool, out: Path) -> dict[str, Any]:
     return pages.run(quick, out)
 
 
+def _image(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import image
+
+    return image.run(quick, out)
+
+
 SUITES: dict[str, Callable[[bool, Path], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "gallery": _gallery,
     "wire": _wire,
     "pages": _pages,
+    "image": _image,
 }
 
 
@@ -145,6 +152,11 @@ def report(results: dict[str, Any]) -> str:
     if pg:
         lines += ["", "page loads over HTTP, ms: 1,000,000 images vs 10,000 (ratio of medians)"]
         lines += pg.get("table") or [f"  skipped: {pg.get('skipped')}"]
+    im = results.get("image")
+    if im:
+        from benchmarks.image import table
+
+        lines += ["", "the container image (podman)", *table(im)]
     return "\n".join(lines)
 
 

@@ -36,7 +36,8 @@ import hashlib
 import hmac
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -74,6 +75,12 @@ class MigrateSettings(DatabaseSettings):
     )
     notify_database_url: SecretStr | None = Field(
         default=None, description="notify's own URL: its login user is created in facestream_notify."
+    )
+    migrate_wait_s: float = Field(
+        default=60,
+        ge=0,
+        description="How long to wait for the database to accept connections before giving up "
+        "(it may still be starting: compose under podman and Kubernetes start both at once).",
     )
 
     def service_urls(self) -> dict[str, str]:
@@ -145,6 +152,34 @@ def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR, lock_timeout_s:
         backend.connection.close()
 
 
+def wait_for_database(
+    dsn: str,
+    wait_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once ``dsn`` accepts a connection; raise the last connection error after
+    ``wait_s`` seconds of refusals. Says once, on stderr, that it waits."""
+    deadline = clock() + wait_s
+    said = False
+    while True:
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if clock() >= deadline:
+                raise
+            if not said:
+                at = urlsplit(dsn)
+                print(
+                    f"[migrate] waiting up to {wait_s:g} s for the database at {at.hostname}:{at.port}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            pause(1.0)
+
+
 def applied_migrations(dsn: str) -> list[str]:
     """The ids yoyo recorded as applied (none if it never ran)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -197,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = MigrateSettings()
     dsn = settings.database_url.get_secret_value()
     shipped = shipped_migrations()
+    wait_for_database(dsn, settings.migrate_wait_s)
     if args.check:
         missing = missing_migrations(shipped, applied_migrations(dsn))
         if missing:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what facestream needs into .venv (idempotent; a no-op when nothing changed).
-# System packages (Java for Kafka, Maven to fetch it, PostgreSQL, mosquitto) are installed with
+# System packages (Java for Kafka, Maven to fetch it, PostgreSQL, mosquitto, podman) are installed with
 # apt-get when missing and we are root; the Python dependencies are pinned in
 # pyproject.toml. face_recognition is installed with --no-deps: it declares dlib, which
 # pip would build from source, while dlib-bin (a pinned dependency) is dlib prebuilt.
@@ -15,6 +15,11 @@ command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 # A real MQTT broker (and mosquitto_passwd) for notify's MQTT tests (tests/conftest.py).
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+# Containers without a Docker engine (tests/containers, scripts/podman.sh): podman with
+# runc (crun fails on these machines' cgroups), and debootstrap for the local Debian base.
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[install] apt-get install ${missing[*]}" >&2

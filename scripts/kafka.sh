@@ -5,6 +5,7 @@
 #   scripts/kafka.sh start   # idempotent; returns once an AdminClient metadata call answers
 #   scripts/kafka.sh stop    # stops it (SIGTERM, then SIGKILL after 30 s)
 #   scripts/kafka.sh status
+#   scripts/kafka.sh jars    # fetches the jars if needed and prints their folder
 #
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
 # FACESTREAM_RUN_DIR (<repo>/.run: logs, data, pid), FACESTREAM_CACHE (~/.cache/facestream:
@@ -32,7 +33,8 @@ run_dir=${FACESTREAM_RUN_DIR:-$root/.run}
 cache=${FACESTREAM_CACHE:-$HOME/.cache/facestream}
 python=${PYTHON:-$root/.venv/bin/python}
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/scripts/kafka/pom.xml")
-libs=$cache/kafka-$version/libs
+# Keyed by the pom too: a new dependency there means a new classpath.
+libs=$cache/kafka-$version-$(md5sum "$root/scripts/kafka/pom.xml" | cut -c1-8)/libs
 dir=$run_dir/kafka-$port
 pidfile=$dir/kafka.pid
 
@@ -154,6 +156,7 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  jars) fetch_jars >&2; echo "$libs" ;; # the classpath's folder (deploy/local/kafka copies it)
   status) if running && ready; then log "running"; else log "not running"; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|jars" >&2; exit 2 ;;
 esac

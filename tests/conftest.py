@@ -2,7 +2,11 @@
 
 Where do the broker and database come from, in this order:
 1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment: used as they are;
-2. a Docker engine that answers: testcontainers starts Kafka / PostgreSQL;
+2. a Docker engine that answers (``DOCKER_HOST``: podman's Docker-API socket works, see
+   ``scripts/podman.sh socket``): testcontainers starts Kafka / PostgreSQL from the images
+   ``FACESTREAM_KAFKA_IMAGE`` (apache/kafka:4.1.1) and ``FACESTREAM_POSTGRES_IMAGE``
+   (postgres:15.10-bookworm), those of docker-compose.yml; tests/containers runs this path
+   with the local stand-ins;
 3. otherwise ``scripts/kafka.sh`` and ``scripts/postgres.sh`` start them natively on
    test ports (19092, 15432), and stop them at the end of the session
    (``FACESTREAM_KEEP_SERVICES=1`` keeps them for the next run; a service that was
@@ -48,6 +52,11 @@ PG_PORT = 15432 + PORT_OFFSET
 MQTT_PORT = 11883 + PORT_OFFSET
 # outside the checkout: the postgres user must reach it
 PG_DIR = Path(f"/tmp/facestream-test-pg-{PG_PORT}")
+
+
+#: The images testcontainers starts (path 2 above): docker-compose.yml's by default.
+KAFKA_IMAGE = os.environ.get("FACESTREAM_KAFKA_IMAGE", "apache/kafka:4.1.1")
+POSTGRES_IMAGE = os.environ.get("FACESTREAM_POSTGRES_IMAGE", "postgres:15.10-bookworm")
 
 
 def _docker_answers() -> bool:
@@ -114,16 +123,60 @@ def kafka_bootstrap() -> Iterator[str]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer().with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+        yield from _kafka_container(KAFKA_IMAGE)
         return
     env = {"KAFKA_PORT": str(KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
     started = _start("kafka.sh", env, TEST_RUN_DIR / f"kafka-{KAFKA_PORT}", KAFKA_PORT)
     yield f"127.0.0.1:{KAFKA_PORT}"
     if started and not _keep():
         _script("kafka.sh", "stop", env)
+
+
+def _kafka_container(image: str, timeout: float = 120) -> Iterator[str]:
+    """A KRaft broker from ``image`` (apache/kafka or a stand-in configured the same way,
+    by KAFKA_* variables), set up as docker-compose.yml sets it up; yields its address.
+
+    The host port is chosen first and published as the same number, so the broker can
+    advertise the address clients reach it at."""
+    from confluent_kafka.admin import AdminClient
+    from testcontainers.core.container import DockerContainer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = {
+        "CLUSTER_ID": "ZGnhTUbLTYW8Llipj3WI-Q",
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://localhost:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_MESSAGE_MAX_BYTES": "16777216",
+        "KAFKA_HEAP_OPTS": "-Xms256m -Xmx512m",
+    }
+    container = DockerContainer(image).with_bind_ports(9092, port)
+    for name, value in settings.items():
+        container.with_env(name, value)
+    with container:
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin.list_topics(timeout=3)
+                break
+            except Exception:  # noqa: BLE001 - KafkaException until the broker answers
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the broker from {image} did not answer within {timeout:.0f} s")
+        yield f"127.0.0.1:{port}"
 
 
 def _migrated(url: str) -> str:
@@ -139,9 +192,11 @@ def database_url() -> Iterator[str]:
         yield _migrated(os.environ["DATABASE_URL"])
         return
     if _docker_answers():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:15", driver=None) as pg:
+        owner = "facestream"  # the schema owner, as in the native cluster and compose
+        pg = PostgresContainer(POSTGRES_IMAGE, username=owner, password=owner, dbname=owner, driver=None)
+        with pg:
             yield _migrated(pg.get_connection_url())
         return
     env = {"PG_PORT": str(PG_PORT), "PG_FSYNC": "off", "PG_DIR": str(PG_DIR)}

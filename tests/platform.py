@@ -204,18 +204,24 @@ def messages(kafka: str, topic: str, ids: Collection[str]) -> list[Delivered]:
 
 
 def wait_gallery_applied(platform: Platform, timeout: float = 60) -> None:
-    """Wait until every recognizer worker has applied the gallery topic up to its present
-    end (the ``facestream_recognizer_gallery_version`` each worker exports)."""
-    kafka = platform.env["KAFKA_BOOTSTRAP_SERVERS"]
+    """Wait until every recognizer worker of the platform has applied the gallery topic up
+    to its present end."""
+    kafka, workers = platform.env["KAFKA_BOOTSTRAP_SERVERS"], int(platform.env.get("WORKERS", "1"))
+    wait_recognizers_applied(kafka, platform.recognizer_url, workers, timeout)
+
+
+def wait_recognizers_applied(kafka: str, recognizer_url: str, workers: int, timeout: float = 60) -> None:
+    """Wait until the ``workers`` recognizer workers behind ``recognizer_url`` have applied the
+    gallery topic up to its present end (the ``facestream_recognizer_gallery_version`` each
+    worker exports)."""
     consumer = _offsets_consumer(kafka)
     try:
         end = watermarks(consumer, TopicPartition(topics.GALLERY, 0))[1]
     finally:
         consumer.close()
-    workers = int(platform.env.get("WORKERS", "1"))
 
     def applied() -> bool:
-        text = httpx.get(f"{platform.recognizer_url}/metrics", timeout=10).text
+        text = httpx.get(f"{recognizer_url}/metrics", timeout=10).text
         versions = [
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -24,6 +25,7 @@ from common.db import MIGRATE_COMMAND, SchemaBehind, create_pool, require_schema
 from common.migrate import credentials
 from tests.e2e.test_lfw import enroll, submit, wait_final
 from tests.platform import ADMIN_KEY, ROLE_USERS, Platform, role_urls, wait_gallery_applied
+from tests.tcp_relay import TcpRelay, relay_to, url_through
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,3 +189,43 @@ def test_the_check_names_a_migration_that_is_not_applied(database_url: str) -> N
             await require_schema(conn, [*shipped_migrations(), "9999_from_the_future"])
 
     _as(database_url, check)
+
+
+async def test_migrate_waits_for_a_database_that_is_still_starting(database_url: str) -> None:
+    """Compose under podman and Kubernetes start the database and `migrate` at once: it
+    waits (MIGRATE_WAIT_S) instead of failing on the first refused connection."""
+    async with relay_to(database_url) as relay:
+        await relay.cut()  # the port refuses, as a database that is not listening yet
+        await _migrate_once_the_database_listens(relay, url_through(database_url, relay))
+
+
+async def _migrate_once_the_database_listens(relay: TcpRelay, url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url, "MIGRATE_WAIT_S": "60"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "common.migrate", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    first = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert b"waiting up to 60 s for the database" in first, first
+    await relay.restore()  # the database comes up
+    rest = await asyncio.wait_for(proc.stderr.read(), 60)
+    assert await proc.wait() == 0, rest.decode()
+    assert b"nothing to apply" in rest
+
+
+def test_migrate_gives_up_on_a_database_that_never_answers(tmp_path: Path) -> None:
+    """After MIGRATE_WAIT_S it fails, naming the connection error (exit status not 0)."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": f"postgresql://u:p@127.0.0.1:{port}/db", "MIGRATE_WAIT_S": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "common.migrate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Connection refused" in done.stderr or "connection failed" in done.stderr

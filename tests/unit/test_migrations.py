@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import socket
 from pathlib import Path
 
+import psycopg
 import pytest
 from yoyo import read_migrations
 from yoyo.migrations import topological_sort
@@ -18,6 +20,7 @@ from common.migrate import (
     MigrateSettings,
     credentials,
     scram_sha256_verifier,
+    wait_for_database,
     with_credentials,
     yoyo_uri,
 )
@@ -179,3 +182,22 @@ def test_the_image_ships_the_migrations() -> None:
     shipped = {Path(src) for src, *_ in copies}
     assert any(MIGRATIONS_DIR.relative_to(ROOT).is_relative_to(src) for src in shipped)
     assert not (ROOT / ".dockerignore").exists() or "migrations" not in (ROOT / ".dockerignore").read_text()
+
+
+def test_migrate_waits_for_the_database_then_gives_up_with_its_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    now = [0.0]
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(psycopg.OperationalError):
+        wait_for_database(f"postgresql://u:p@127.0.0.1:{port}/db", 3, clock=lambda: now[0], pause=pause)
+    assert pauses == [1.0, 1.0, 1.0]  # tried at 0, 1, 2 and 3 s, then gave up
+    assert capsys.readouterr().err.count("waiting up to 3 s for the database at 127.0.0.1") == 1
