@@ -27,9 +27,16 @@ from typing import Any
 import httpx
 
 from benchmarks.pipeline import stack
-from tests.containers.podman import IMAGE, compose_run_options, podman, script
-from tests.containers.test_image import PORTS, compose_config
-from tests.platform import role_urls
+from tests.containers.podman import (
+    IMAGE,
+    PORTS,
+    compose_config,
+    compose_run_options,
+    podman,
+    script,
+    service_env,
+)
+from tests.platform import role_urls, until
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "localhost/facestream-debian:bookworm"
@@ -58,17 +65,11 @@ def sizes() -> dict[str, Any]:
     return {"image_mb": image, "base_mb": base, "largest": largest}
 
 
-def _until_ok(url: str, timeout: float = 240) -> None:
-    """Return once ``url`` answers 200 (polled every 50 ms)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _measure(start: Callable[[], Callable[[], object]], url: str) -> tuple[float, float]:
@@ -76,9 +77,9 @@ def _measure(start: Callable[[], Callable[[], object]], url: str) -> tuple[float
     began = time.monotonic()
     stop = start()
     try:
-        _until_ok(f"{url}/healthz")
+        until(f"{url}/healthz answers", partial(_answers, f"{url}/healthz"), 240, every=0.05)
         healthy = time.monotonic() - began
-        _until_ok(f"{url}/readyz")
+        until(f"{url}/readyz answers", partial(_answers, f"{url}/readyz"), 240, every=0.05)
         return healthy, time.monotonic() - began
     finally:
         stop()
@@ -113,12 +114,9 @@ def startup(repeats: int) -> list[dict[str, Any]]:
     rows = []
     with stack() as (kafka, database_url), tempfile.TemporaryDirectory() as scratch:
         own_urls = role_urls(database_url)
-        for service, (port_setting, _, port) in PORTS.items():
+        for service, (_, _, port) in PORTS.items():
             definition = compose[service]
-            env = {k: str(v) for k, v in definition["environment"].items()}
-            env |= {"KAFKA_BOOTSTRAP_SERVERS": kafka, port_setting: str(port)}
-            if "DATABASE_URL" in env:
-                env["DATABASE_URL"] = own_urls[service]
+            env = service_env(service, definition, kafka, own_urls)
             url = f"http://127.0.0.1:{port}"
             runs = {
                 "container": [_measure(partial(in_container, definition, env), url) for _ in range(repeats)],

@@ -10,14 +10,18 @@ broker and database.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
+
+from tests.platform import TEST_PORTS
+from tests.platform import until as platform_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = ROOT / "deploy" / "local" / "containers.conf"
@@ -27,6 +31,59 @@ PODMAN_COMPOSE = str(Path(sys.executable).with_name("podman-compose"))
 IMAGE = "localhost/facestream:latest"
 KAFKA_IMAGE = "localhost/facestream-kafka:4.1.1"
 POSTGRES_IMAGE = "localhost/facestream-postgres:15"
+
+
+#: service -> (the setting naming its port, that port in compose and the manifests, the test port)
+PORTS = {
+    "ingest": ("INGEST_PORT", 8000, TEST_PORTS[0]),
+    "api": ("API_PORT", 8001, TEST_PORTS[1]),
+    "stream": ("STREAM_WEB_PORT", 6066, TEST_PORTS[2]),
+    "recognizer": ("METRICS_PORT", 9101, TEST_PORTS[3]),
+}
+#: The secrets compose interpolates (docker-compose.yml refuses to start without them).
+SECRETS = {
+    name: secrets.token_urlsafe(32)
+    for name in (
+        "ADMIN_API_KEY",
+        "POSTGRES_PASSWORD",
+        "INGEST_DB_PASSWORD",
+        "API_DB_PASSWORD",
+        "STREAM_DB_PASSWORD",
+        "NOTIFY_DB_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    )
+}
+
+
+def compose_config(files: tuple[str, ...] = COMPOSE_FILES[:1]) -> dict[str, Any]:
+    """The compose model as podman-compose resolves it (anchors merged, variables set)."""
+    done = subprocess.run(
+        [PODMAN_COMPOSE, *(a for f in files for a in ("-f", f)), "config"],
+        cwd=ROOT,
+        env=podman_env(**SECRETS),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def service_env(
+    service: str, definition: dict[str, Any], kafka: str, database_urls: dict[str, str]
+) -> dict[str, str]:
+    """A compose service's environment with this machine's addresses: the broker, the
+    service's own database URL, its test port (and the API's, for ingest's result URLs)."""
+    port_setting, _, port = PORTS[service]
+    env = {k: str(v) for k, v in definition["environment"].items()}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": kafka, port_setting: str(port)}
+    if "DATABASE_URL" in env:
+        env["DATABASE_URL"] = database_urls[service]
+    if "RESULTS_BASE_URL" in env:
+        env["RESULTS_BASE_URL"] = f"http://127.0.0.1:{PORTS['api'][2]}"
+    return env
 
 
 def podman_env(**extra: str) -> dict[str, str]:
@@ -86,10 +143,8 @@ def logs(container: str, lines: int = 30) -> str:
 def until(
     what: str, check: Callable[[], bool], timeout: float, every: float = 1.0, logs_of: Sequence[str] = ()
 ) -> None:
-    """Poll ``check()`` until it is true; fail naming ``what``, with the last log lines of
-    ``logs_of``, after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s\n" + "\n".join(logs(c) for c in logs_of))
-        time.sleep(every)
+    """:func:`tests.platform.until`, failing with the last log lines of ``logs_of``."""
+    try:
+        platform_until(what, check, timeout, every)
+    except AssertionError as failed:
+        pytest.fail(f"{failed}\n" + "\n".join(logs(c) for c in logs_of))

@@ -26,12 +26,12 @@ from tests.containers.podman import (
     COMPOSE_FILES,
     PODMAN_COMPOSE,
     ROOT,
+    SECRETS,
     healthcheck_ok,
     podman,
     podman_env,
     until,
 )
-from tests.containers.test_image import SECRETS
 
 # The first test builds the images (about 4 minutes on a machine that has none yet).
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]

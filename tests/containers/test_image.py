@@ -17,9 +17,7 @@ healthcheck and probes are the only values that differ from compose's.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
-import subprocess
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -30,63 +28,26 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml  # type: ignore[import-untyped]
 
 from tests.containers.podman import (
-    COMPOSE_FILES,
     IMAGE,
-    PODMAN_COMPOSE,
+    PORTS,
     ROOT,
+    SECRETS,
+    compose_config,
     compose_run_options,
     exec_ok,
     logs,
     podman,
-    podman_env,
+    service_env,
     until,
 )
 from tests.deploy.test_k8s import K8S, _leave_out_real_secrets, containers, pod_spec, render
 from tests.e2e.test_lfw import enroll, submit, wait_final
-from tests.platform import TEST_PORTS, role_urls, wait_recognizers_applied
+from tests.platform import role_urls, wait_recognizers_applied
 
 # The first test builds the images (about 4 minutes on a machine that has none yet).
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]
-
-#: service -> (the setting naming its port, that port in compose and the manifests, the test port)
-PORTS = {
-    "ingest": ("INGEST_PORT", 8000, TEST_PORTS[0]),
-    "api": ("API_PORT", 8001, TEST_PORTS[1]),
-    "stream": ("STREAM_WEB_PORT", 6066, TEST_PORTS[2]),
-    "recognizer": ("METRICS_PORT", 9101, TEST_PORTS[3]),
-}
-#: The secrets compose interpolates (docker-compose.yml refuses to start without them).
-SECRETS = {
-    name: secrets.token_urlsafe(32)
-    for name in (
-        "ADMIN_API_KEY",
-        "POSTGRES_PASSWORD",
-        "INGEST_DB_PASSWORD",
-        "API_DB_PASSWORD",
-        "STREAM_DB_PASSWORD",
-        "NOTIFY_DB_PASSWORD",
-        "GRAFANA_ADMIN_PASSWORD",
-    )
-}
-
-
-def compose_config(files: tuple[str, ...] = COMPOSE_FILES[:1]) -> dict[str, Any]:
-    """The compose model as podman-compose resolves it (anchors merged, variables set)."""
-    done = subprocess.run(
-        [PODMAN_COMPOSE, *(a for f in files for a in ("-f", f)), "config"],
-        cwd=ROOT,
-        env=podman_env(**SECRETS),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = yaml.safe_load(done.stdout)
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +132,9 @@ def services(
     run_id = uuid.uuid4().hex[:6]
     running: dict[str, Running] = {}
     try:
-        for service, (port_setting, _, test_port) in PORTS.items():
+        for service in PORTS:
             definition = compose[service]
-            env = {k: str(v) for k, v in definition["environment"].items()}
-            env |= {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, port_setting: str(test_port)}
-            if "DATABASE_URL" in env:
-                env["DATABASE_URL"] = own_urls[service]
-            if "RESULTS_BASE_URL" in env:
-                env["RESULTS_BASE_URL"] = f"http://127.0.0.1:{PORTS['api'][2]}"
+            env = service_env(service, definition, kafka_bootstrap, own_urls)
             workload = workloads[service]
             name = f"facestream-test-{service}-{run_id}"
             options = ["--name", name, "--network", "host", *run_args(service, definition, workload)]
